@@ -1,0 +1,430 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// engine implements Store over either driver. TTx is the driver's
+// transaction type (River's client is generic over it).
+type engine[TTx any] struct {
+	client   *river.Client[TTx]
+	begin    func(ctx context.Context) (TTx, error)
+	commit   func(ctx context.Context, tx TTx) error
+	rollback func(ctx context.Context, tx TTx)
+	inTx     func(tx TTx) querier
+	read     querier // reads outside any transaction
+	close    func() error
+	// unavailable tells connection failures (503) from other errors.
+	unavailable func(error) bool
+
+	writer *writer[TTx]
+}
+
+func usec(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromUsec(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(v).UTC()
+}
+
+func (e *engine[TTx]) wrap(err error) error {
+	if err != nil && e.unavailable(err) && !errors.Is(err, ErrUnavailable) {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return err
+}
+
+// Accept goes through the group committer.
+func (e *engine[TTx]) Accept(ctx context.Context, in []Incoming) ([]bool, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	res, err := e.writer.do(ctx, &request[TTx]{accept: in})
+	return res, e.wrap(err)
+}
+
+func (e *engine[TTx]) Claim(ctx context.Context, id string) (bool, error) {
+	var ok bool
+	_, err := e.writer.do(ctx, &request[TTx]{fn: func(ctx context.Context, tx TTx) error {
+		n, err := e.inTx(tx).exec(ctx, `UPDATE cb_deliveries SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4`,
+			string(Pending), usec(time.Now()), id, string(Scheduled))
+		ok = n == 1
+		return err
+	}})
+	return ok, e.wrap(err)
+}
+
+func (e *engine[TTx]) Record(ctx context.Context, o Outcome) error {
+	_, err := e.writer.do(ctx, &request[TTx]{outcome: &o})
+	return e.wrap(err)
+}
+
+func recordOutcome(ctx context.Context, q querier, o *Outcome, now time.Time) error {
+	attempted := 0
+	if o.Attempted {
+		attempted = 1
+	}
+	delivered := int64(0)
+	if o.State == Succeeded {
+		delivered = usec(now)
+	}
+	_, err := q.exec(ctx, `UPDATE cb_deliveries SET state = $1, attempts = attempts + $2, last_error = $3,
+		external_id = CASE WHEN $4 = '' THEN external_id ELSE $4 END,
+		delivered_at = CASE WHEN delivered_at = 0 THEN $5 ELSE delivered_at END,
+		updated_at = $6 WHERE id = $7`,
+		string(o.State), attempted, o.Error, o.ExternalID, delivered, usec(now), o.ID)
+	return err
+}
+
+// acceptBatch runs inside the committer's transaction for every Accept
+// request in the batch at once: one multi-row insert finds the new events.
+func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[TTx]) error {
+	q := e.inTx(tx)
+	now := time.Now()
+	type ref struct {
+		req *request[TTx]
+		i   int
+	}
+	var all []ref
+	for _, r := range reqs {
+		r.result = make([]bool, len(r.accept))
+		for i := range r.accept {
+			all = append(all, ref{r, i})
+		}
+	}
+	// Insert events in chunks, learning which are new from RETURNING.
+	const chunk = 500
+	inserted := map[[2]string]bool{}
+	for start := 0; start < len(all); start += chunk {
+		end := min(start+chunk, len(all))
+		var sb strings.Builder
+		sb.WriteString(`INSERT INTO cb_events (source, id, type, key, replaces, occurred_at, received_at, payload) VALUES `)
+		args := make([]any, 0, (end-start)*8)
+		for j, a := range all[start:end] {
+			ev := a.req.accept[a.i].Event
+			if j > 0 {
+				sb.WriteByte(',')
+			}
+			n := len(args)
+			fmt.Fprintf(&sb, "($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8)
+			payload := []byte(ev.Payload)
+			if payload == nil {
+				payload = []byte{}
+			}
+			args = append(args, ev.Source, ev.ID, ev.Type, ev.Key, ev.Replaces, usec(ev.OccurredAt), usec(now), payload)
+		}
+		sb.WriteString(` ON CONFLICT (source, id) DO NOTHING RETURNING source, id`)
+		keys, err := queryAll(ctx, q, func(r rows) ([2]string, error) {
+			var k [2]string
+			return k, r.Scan(&k[0], &k[1])
+		}, sb.String(), args...)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			inserted[k] = true
+		}
+	}
+	// The first occurrence of a new event in the batch owns it.
+	var fresh []*Incoming
+	for _, a := range all {
+		in := &a.req.accept[a.i]
+		k := [2]string{in.Event.Source, in.Event.ID}
+		if inserted[k] {
+			delete(inserted, k)
+			a.req.result[a.i] = true
+			fresh = append(fresh, in)
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	// Cancellations first, so a replacing delivery is not cancelled by its own event.
+	for _, in := range fresh {
+		for _, c := range in.Cancels {
+			if err := e.cancel(ctx, tx, c, now); err != nil {
+				return err
+			}
+		}
+	}
+	var params []river.InsertManyParams
+	var queued []*NewDelivery
+	var owners []*Incoming
+	var final []struct {
+		in *Incoming
+		d  *NewDelivery
+	}
+	for _, in := range fresh {
+		for i := range in.Deliveries {
+			d := &in.Deliveries[i]
+			if d.State.Final() {
+				final = append(final, struct {
+					in *Incoming
+					d  *NewDelivery
+				}{in, d})
+				continue
+			}
+			opts := &river.InsertOpts{MaxAttempts: d.MaxAttempts}
+			if d.RunAt.After(now) {
+				opts.ScheduledAt = d.RunAt
+			}
+			params = append(params, river.InsertManyParams{Args: DeliveryArgs{DeliveryID: d.ID, Route: d.Route}, InsertOpts: opts})
+			queued = append(queued, d)
+			owners = append(owners, in)
+		}
+	}
+	var jobs []*rivertype.JobInsertResult
+	if len(params) > 0 {
+		var err error
+		if jobs, err = e.client.InsertManyTx(ctx, tx, params); err != nil {
+			return err
+		}
+	}
+	for i, d := range queued {
+		if err := insertDelivery(ctx, q, owners[i].Event.Source, owners[i].Event.ID, d, jobs[i].Job.ID, now); err != nil {
+			return err
+		}
+	}
+	for _, f := range final {
+		if err := insertDelivery(ctx, q, f.in.Event.Source, f.in.Event.ID, f.d, 0, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func insertDelivery(ctx context.Context, q querier, source, eventID string, d *NewDelivery, jobID int64, now time.Time) error {
+	runAt := d.RunAt
+	if runAt.IsZero() {
+		runAt = now
+	}
+	// ON CONFLICT keeps a delivery id unique even if two sources planned the
+	// same one; the ledger row that exists wins.
+	_, err := q.exec(ctx, `INSERT INTO cb_deliveries (id, source, event_id, route, key, state, run_at, created_at, updated_at, last_error, job_id)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$8,$9,$10) ON CONFLICT (id) DO NOTHING`,
+		d.ID, source, eventID, d.Route, d.Key, string(d.State), usec(runAt), usec(now), d.Reason, jobID)
+	return err
+}
+
+func (e *engine[TTx]) cancel(ctx context.Context, tx TTx, c Cancel, now time.Time) error {
+	q := e.inTx(tx)
+	jobIDs, err := queryAll(ctx, q, func(r rows) (int64, error) {
+		var id int64
+		return id, r.Scan(&id)
+	}, `UPDATE cb_deliveries SET state = $1, last_error = $2, updated_at = $3
+		WHERE route = $4 AND key = $5 AND state = $6 RETURNING job_id`,
+		string(Cancelled), c.Reason, usec(now), c.Route, c.Key, string(Scheduled))
+	if err != nil {
+		return err
+	}
+	for _, id := range jobIDs {
+		if id == 0 {
+			continue
+		}
+		if _, err := e.client.JobCancelTx(ctx, tx, id); err != nil && !errors.Is(err, rivertype.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *engine[TTx]) Replay(ctx context.Context, f ReplayFilter) ([]string, error) {
+	var ids []string
+	_, err := e.writer.do(ctx, &request[TTx]{fn: func(ctx context.Context, tx TTx) error {
+		q := e.inTx(tx)
+		var targets []Delivery
+		var err error
+		if len(f.IDs) > 0 {
+			for _, id := range f.IDs {
+				d, err := queryOne(ctx, q, scanDelivery, selectDelivery+` WHERE id = $1`, id)
+				if err != nil {
+					return fmt.Errorf("delivery %s: %w", id, err)
+				}
+				if !d.State.Final() {
+					return fmt.Errorf("delivery %s is %s: only a finished delivery can be replayed", id, d.State)
+				}
+				targets = append(targets, d)
+			}
+		} else {
+			state := f.State
+			if state == "" {
+				state = Dead
+			}
+			targets, err = queryAll(ctx, q, scanDelivery, selectDelivery+` WHERE route = $1 AND state = $2 AND created_at >= $3 ORDER BY created_at`,
+				f.Route, string(state), usec(f.Since))
+			if err != nil {
+				return err
+			}
+		}
+		now := time.Now()
+		ids = ids[:0]
+		for _, d := range targets {
+			res, err := e.client.InsertTx(ctx, tx, DeliveryArgs{DeliveryID: d.ID, Route: d.Route}, nil)
+			if err != nil {
+				return err
+			}
+			if _, err := q.exec(ctx, `UPDATE cb_deliveries SET state = $1, job_id = $2, run_at = $3, updated_at = $3 WHERE id = $4`,
+				string(Pending), res.Job.ID, usec(now), d.ID); err != nil {
+				return err
+			}
+			ids = append(ids, d.ID)
+		}
+		return nil
+	}})
+	return ids, e.wrap(err)
+}
+
+const selectDelivery = `SELECT id, source, event_id, route, key, state, attempts, run_at, created_at, updated_at, last_error, external_id, delivered_at, job_id FROM cb_deliveries`
+
+func scanDelivery(r rows) (Delivery, error) {
+	var d Delivery
+	var state string
+	var runAt, created, updated, delivered int64
+	err := r.Scan(&d.ID, &d.Source, &d.EventID, &d.Route, &d.Key, &state, &d.Attempts, &runAt, &created, &updated, &d.LastError, &d.ExternalID, &delivered, &d.JobID)
+	d.State = State(state)
+	d.RunAt, d.CreatedAt, d.UpdatedAt, d.DeliveredAt = fromUsec(runAt), fromUsec(created), fromUsec(updated), fromUsec(delivered)
+	return d, err
+}
+
+const selectEvent = `SELECT source, id, type, key, replaces, occurred_at, received_at, payload FROM cb_events`
+
+func scanEvent(r rows) (EventRecord, error) {
+	var ev EventRecord
+	var occurred, received int64
+	var payload []byte
+	err := r.Scan(&ev.Source, &ev.ID, &ev.Type, &ev.Key, &ev.Replaces, &occurred, &received, &payload)
+	ev.OccurredAt, ev.ReceivedAt, ev.Payload = fromUsec(occurred), fromUsec(received), payload
+	return ev, err
+}
+
+func (e *engine[TTx]) Event(ctx context.Context, source, id string) (EventRecord, error) {
+	ev, err := queryOne(ctx, e.read, scanEvent, selectEvent+` WHERE source = $1 AND id = $2`, source, id)
+	return ev, e.wrap(err)
+}
+
+func (e *engine[TTx]) Events(ctx context.Context, f EventFilter) ([]EventRecord, error) {
+	where, args := filters{}.
+		add(f.Source != "", "source = ", f.Source).
+		add(f.Type != "", "type = ", f.Type).
+		add(!f.Since.IsZero(), "received_at >= ", usec(f.Since)).
+		build()
+	evs, err := queryAll(ctx, e.read, scanEvent, selectEvent+where+` ORDER BY received_at DESC LIMIT `+limit(f.Limit), args...)
+	return evs, e.wrap(err)
+}
+
+func (e *engine[TTx]) Delivery(ctx context.Context, id string) (Delivery, error) {
+	d, err := queryOne(ctx, e.read, scanDelivery, selectDelivery+` WHERE id = $1`, id)
+	return d, e.wrap(err)
+}
+
+func (e *engine[TTx]) Deliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error) {
+	where, args := filters{}.
+		add(f.Route != "", "route = ", f.Route).
+		add(f.State != "", "state = ", string(f.State)).
+		add(f.Source != "", "source = ", f.Source).
+		add(f.EventID != "", "event_id = ", f.EventID).
+		add(!f.Since.IsZero(), "created_at >= ", usec(f.Since)).
+		build()
+	ds, err := queryAll(ctx, e.read, scanDelivery, selectDelivery+where+` ORDER BY created_at DESC, id LIMIT `+limit(f.Limit), args...)
+	return ds, e.wrap(err)
+}
+
+func (e *engine[TTx]) Stats(ctx context.Context) (Stats, error) {
+	st := Stats{ByState: map[State]int{}}
+	type row struct {
+		state string
+		n     int
+	}
+	rs, err := queryAll(ctx, e.read, func(r rows) (row, error) {
+		var x row
+		return x, r.Scan(&x.state, &x.n)
+	}, `SELECT state, COUNT(*) FROM cb_deliveries GROUP BY state`)
+	if err != nil {
+		return st, e.wrap(err)
+	}
+	for _, r := range rs {
+		st.ByState[State(r.state)] = r.n
+	}
+	now := time.Now()
+	oldest, err := queryOne(ctx, e.read, func(r rows) (int64, error) {
+		var v int64
+		return v, r.Scan(&v)
+	}, `SELECT COALESCE(MIN(run_at), 0) FROM cb_deliveries WHERE state = $1 AND run_at <= $2`,
+		string(Pending), usec(now))
+	if err != nil {
+		return st, e.wrap(err)
+	}
+	if oldest > 0 {
+		st.OldestPending = now.Sub(fromUsec(oldest))
+	}
+	return st, nil
+}
+
+func (e *engine[TTx]) Ping(ctx context.Context) error {
+	_, err := queryOne(ctx, e.read, func(r rows) (int, error) {
+		var v int
+		return v, r.Scan(&v)
+	}, `SELECT 1`)
+	return e.wrap(err)
+}
+
+func (e *engine[TTx]) Start(ctx context.Context) error {
+	if e.client == nil {
+		return nil
+	}
+	return e.client.Start(ctx)
+}
+
+func (e *engine[TTx]) Stop(ctx context.Context) error {
+	if e.client == nil {
+		return nil
+	}
+	return e.client.Stop(ctx)
+}
+
+func (e *engine[TTx]) Close() error {
+	e.writer.stop()
+	return e.close()
+}
+
+// filters builds a WHERE clause with numbered placeholders.
+type filters struct {
+	conds []string
+	args  []any
+}
+
+func (f filters) add(on bool, cond string, arg any) filters {
+	if on {
+		f.args = append(f.args, arg)
+		f.conds = append(f.conds, fmt.Sprintf("%s$%d", cond, len(f.args)))
+	}
+	return f
+}
+
+func (f filters) build() (string, []any) {
+	if len(f.conds) == 0 {
+		return "", nil
+	}
+	return " WHERE " + strings.Join(f.conds, " AND "), f.args
+}
+
+func limit(n int) string {
+	if n <= 0 || n > 10000 {
+		n = 100
+	}
+	return fmt.Sprint(n)
+}

@@ -1,0 +1,237 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivermigrate"
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
+)
+
+// Open connects, migrates our tables and River's, and returns a Store whose
+// queue is ready to Start.
+func Open(ctx context.Context, p Params) (Store, error) {
+	switch p.Driver {
+	case "", "sqlite":
+		return openSQLite(ctx, p)
+	case "postgres":
+		return openPostgres(ctx, p)
+	default:
+		return nil, fmt.Errorf("unknown store driver %q (sqlite or postgres)", p.Driver)
+	}
+}
+
+func riverConfig(p Params) *river.Config {
+	logger := p.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	cfg := &river.Config{
+		Logger:      logger,
+		RetryPolicy: p.RetryPolicy,
+		// Fetch soon after work arrives: the default 100 ms cooldown caps draining.
+		FetchCooldown:     10 * time.Millisecond,
+		FetchPollInterval: 200 * time.Millisecond,
+		JobTimeout:        2 * time.Minute,
+	}
+	if p.Worker != nil {
+		workers := river.NewWorkers()
+		river.AddWorker(workers, p.Worker)
+		cfg.Workers = workers
+		maxWorkers := p.MaxWorkers
+		if maxWorkers <= 0 {
+			maxWorkers = 200
+		}
+		cfg.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: maxWorkers}}
+	}
+	return cfg
+}
+
+// SQLite: one write connection (SQLite has one writer; more only adds
+// SQLITE_BUSY), synchronous=FULL so a 2xx survives power loss, and a separate
+// read-only pool so admin reads and the workers' lookups never queue behind
+// a commit.
+func openSQLite(ctx context.Context, p Params) (Store, error) {
+	if p.Path == "" {
+		return nil, errors.New("store.path is required for sqlite")
+	}
+	if err := os.MkdirAll(filepath.Dir(p.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	dsn := "file:" + p.Path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetConnMaxIdleTime(0)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", p.Path, err)
+	}
+	_ = os.Chmod(p.Path, 0o600)
+	readDSN := "file:" + p.Path + "?_pragma=busy_timeout(10000)&_pragma=query_only(1)"
+	rdb, err := sql.Open("sqlite", readDSN)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	rdb.SetMaxOpenConns(4)
+
+	driver := riversqlite.New(db)
+	migrator, err := rivermigrate.New(driver, nil)
+	if err != nil {
+		return nil, closeAll(err, db, rdb)
+	}
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return nil, closeAll(fmt.Errorf("store: river migrations: %w", err), db, rdb)
+	}
+	if err := migrateSQL(ctx, db, "BLOB"); err != nil {
+		return nil, closeAll(fmt.Errorf("store: %w", err), db, rdb)
+	}
+	client, err := river.NewClient(driver, riverConfig(p))
+	if err != nil {
+		return nil, closeAll(err, db, rdb)
+	}
+	e := &engine[*sql.Tx]{
+		client:   client,
+		begin:    func(ctx context.Context) (*sql.Tx, error) { return db.BeginTx(ctx, nil) },
+		commit:   func(_ context.Context, tx *sql.Tx) error { return tx.Commit() },
+		rollback: func(_ context.Context, tx *sql.Tx) { _ = tx.Rollback() },
+		inTx:     func(tx *sql.Tx) querier { return sqlQuerier{tx} },
+		read:     sqlQuerier{rdb},
+		close:    func() error { return errors.Join(rdb.Close(), db.Close()) },
+		// A local file is either there or it is not: disk errors are 503 too.
+		unavailable: func(err error) bool { return !errors.Is(err, ErrNotFound) && !errors.Is(err, context.Canceled) },
+	}
+	e.writer = newWriter(e, p.Linger)
+	return e, nil
+}
+
+func migrateSQL(ctx context.Context, db *sql.DB, bytesType string) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := migrate(ctx, sqlQuerier{tx}, bytesType); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func closeAll(err error, dbs ...*sql.DB) error {
+	for _, db := range dbs {
+		db.Close()
+	}
+	return err
+}
+
+func openPostgres(ctx context.Context, p Params) (Store, error) {
+	if p.URL == "" {
+		return nil, errors.New("store.url is required for postgres")
+	}
+	pcfg, err := pgxpool.ParseConfig(p.URL)
+	if err != nil {
+		return nil, fmt.Errorf("store: invalid postgres url: %w", redactURL(err))
+	}
+	if p.Schema != "" {
+		if err := createSchema(ctx, pcfg.ConnConfig, p.Schema); err != nil {
+			return nil, err
+		}
+		pcfg.ConnConfig.RuntimeParams["search_path"] = p.Schema
+	}
+	if pcfg.MaxConns < 16 {
+		pcfg.MaxConns = 16
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("%w: cannot reach postgres at %s: %v", ErrUnavailable, pcfg.ConnConfig.Host, err)
+	}
+	driver := riverpgxv5.New(pool)
+	migrator, err := rivermigrate.New(driver, nil)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("store: river migrations: %w", err)
+	}
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		// One migrator at a time when several agents start together.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7243001)`); err != nil {
+			return err
+		}
+		return migrate(ctx, pgxQuerier{tx}, "BYTEA")
+	}); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	client, err := river.NewClient(driver, riverConfig(p))
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	e := &engine[pgx.Tx]{
+		client:      client,
+		begin:       func(ctx context.Context) (pgx.Tx, error) { return pool.Begin(ctx) },
+		commit:      func(ctx context.Context, tx pgx.Tx) error { return tx.Commit(ctx) },
+		rollback:    func(ctx context.Context, tx pgx.Tx) { _ = tx.Rollback(ctx) },
+		inTx:        func(tx pgx.Tx) querier { return pgxQuerier{tx} },
+		read:        pgxQuerier{pool},
+		close:       func() error { pool.Close(); return nil },
+		unavailable: pgUnavailable,
+	}
+	e.writer = newWriter(e, p.Linger)
+	return e, nil
+}
+
+func createSchema(ctx context.Context, cc *pgx.ConnConfig, schema string) error {
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize())
+	return err
+}
+
+// pgUnavailable tells "the database is not there" (503, the sender retries)
+// from a query that is wrong (500).
+func pgUnavailable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// Class 08 connection exceptions, 57P0x shutdown, 53xxx resources.
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P") || strings.HasPrefix(pe.Code, "53")
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce) || pgconn.SafeToRetry(err) || errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "closed pool") || strings.Contains(err.Error(), "conn closed")
+}
+
+// redactURL keeps passwords out of errors pgx may echo the URL in.
+func redactURL(err error) error {
+	return errors.New(strings.Split(err.Error(), "://")[0] + " (details withheld: the URL may hold a password)")
+}

@@ -1,0 +1,191 @@
+// Package store is clinicbridge's durable state: the events it accepted, the
+// delivery ledger, and the River queue that drives deliveries, on SQLite (one
+// agent) or PostgreSQL (several). Everything else reaches the database only
+// through the Store interface, so the drivers stay interchangeable.
+package store
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/clinicbridge/clinicbridge/connectors"
+)
+
+// State is where a delivery stands.
+type State string
+
+const (
+	Scheduled State = "scheduled" // waiting for its `at`
+	Pending   State = "pending"   // queued, or between attempts
+	Succeeded State = "succeeded"
+	Skipped   State = "skipped" // filtered out by `when`, or not needed (opted out, stale)
+	Cancelled State = "cancelled"
+	Dead      State = "dead" // permanent error or retries exhausted
+)
+
+// States lists every state, for metrics and filters.
+var States = []State{Scheduled, Pending, Succeeded, Skipped, Cancelled, Dead}
+
+// Final reports whether no further attempt will be made without a replay.
+func (s State) Final() bool { return s != Scheduled && s != Pending }
+
+// ErrNotFound is returned for an unknown event or delivery.
+var ErrNotFound = errors.New("not found")
+
+// ErrUnavailable wraps failures to reach the database: the server answers 503.
+var ErrUnavailable = errors.New("store unavailable")
+
+// Incoming is an event with what accepting it must do, planned by the pipeline.
+// The store applies Cancels and then Deliveries only if the event is new.
+type Incoming struct {
+	Event      connectors.Event
+	Cancels    []Cancel
+	Deliveries []NewDelivery
+}
+
+// Cancel cancels the scheduled deliveries of Route for Key.
+type Cancel struct {
+	Route  string
+	Key    string
+	Reason string
+}
+
+// NewDelivery is one (event, route) pair to record and, unless it is already
+// final (skipped, dead), to queue.
+type NewDelivery struct {
+	ID          string
+	Route       string
+	Key         string
+	State       State // Pending, Scheduled, Skipped or Dead
+	RunAt       time.Time
+	Reason      string // why it is skipped or dead
+	MaxAttempts int
+}
+
+// EventRecord is a stored event.
+type EventRecord struct {
+	connectors.Event
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// Delivery is a row of the delivery ledger.
+type Delivery struct {
+	ID         string    `json:"id"`
+	Source     string    `json:"source"`
+	EventID    string    `json:"event_id"`
+	Route      string    `json:"route"`
+	Key        string    `json:"key,omitempty"`
+	State      State     `json:"state"`
+	Attempts   int       `json:"attempts"`
+	RunAt      time.Time `json:"run_at"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	LastError  string    `json:"last_error,omitempty"`
+	ExternalID string    `json:"external_id,omitempty"`
+	// DeliveredAt is set at the first success and kept across replays: the
+	// ledger's proof that a non-idempotent sink must not be called again.
+	DeliveredAt time.Time `json:"delivered_at,omitzero"`
+	JobID       int64     `json:"job_id,omitempty"`
+}
+
+// Outcome is the result of one attempt, written to the ledger.
+type Outcome struct {
+	ID         string
+	State      State // Succeeded, Pending (will retry), Dead, Skipped, Cancelled
+	Error      string
+	ExternalID string
+	// Attempted counts the attempt; a snooze or a skip before calling the sink does not.
+	Attempted bool
+}
+
+// DeliveryFilter selects ledger rows, newest first.
+type DeliveryFilter struct {
+	Route   string
+	State   State
+	Source  string
+	EventID string
+	Since   time.Time
+	Limit   int
+}
+
+// EventFilter selects events, newest first.
+type EventFilter struct {
+	Source string
+	Type   string
+	Since  time.Time
+	Limit  int
+}
+
+// ReplayFilter selects deliveries to run again with the current config.
+type ReplayFilter struct {
+	IDs   []string // these deliveries, whatever their final state
+	Route string   // or: every dead delivery of this route...
+	Since time.Time
+	State State // ...in this state (default Dead)
+}
+
+// Stats feeds /metrics.
+type Stats struct {
+	ByState       map[State]int
+	OldestPending time.Duration // age of the oldest due, not yet delivered delivery
+}
+
+// Store is the database seam.
+type Store interface {
+	// Accept records events and, for each new one, its cancellations and
+	// deliveries, in one durable transaction shared with concurrent callers
+	// (group commit). It returns, per event, whether it was new.
+	Accept(ctx context.Context, in []Incoming) ([]bool, error)
+
+	Event(ctx context.Context, source, id string) (EventRecord, error)
+	Events(ctx context.Context, f EventFilter) ([]EventRecord, error)
+	Delivery(ctx context.Context, id string) (Delivery, error)
+	Deliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error)
+
+	// Claim moves a scheduled delivery to pending as its time comes; false
+	// means it was cancelled or replaced first and must not be sent.
+	Claim(ctx context.Context, id string) (bool, error)
+	Record(ctx context.Context, o Outcome) error
+	// Replay queues the selected deliveries again and returns their ids.
+	Replay(ctx context.Context, f ReplayFilter) ([]string, error)
+
+	Stats(ctx context.Context) (Stats, error)
+	Ping(ctx context.Context) error
+
+	// Start runs the queue's workers; Stop waits for in-flight work until ctx ends.
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+	Close() error
+}
+
+// DeliveryArgs is the queue job for one delivery attempt.
+type DeliveryArgs struct {
+	DeliveryID string `json:"d"`
+	Route      string `json:"r"`
+}
+
+// Kind names the River job kind.
+func (DeliveryArgs) Kind() string { return "cb_delivery" }
+
+// Params configure Open.
+type Params struct {
+	Driver string // sqlite | postgres
+	Path   string // sqlite file
+	URL    string // postgres URL
+	// Schema, for postgres, puts every table in this schema (tests use one per run).
+	Schema string
+
+	// Worker runs delivery jobs; nil opens an insert-only store (tools, tests).
+	Worker      river.Worker[DeliveryArgs]
+	RetryPolicy river.ClientRetryPolicy
+	MaxWorkers  int // default 200
+	// Linger is how long the group committer waits for company before committing
+	// a small batch (default 1ms).
+	Linger time.Duration
+	// Logger receives River's own logs (warnings and errors).
+	Logger *slog.Logger
+}

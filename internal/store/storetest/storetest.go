@@ -1,0 +1,239 @@
+// Package storetest is the contract every store driver passes: the same
+// suite runs against SQLite and PostgreSQL.
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clinicbridge/clinicbridge/connectors"
+	"github.com/clinicbridge/clinicbridge/internal/store"
+)
+
+// Opener opens a fresh, empty store for one test with p's worker settings.
+type Opener func(t *testing.T, p store.Params) store.Store
+
+// recorder is a worker that records which deliveries ran.
+type recorder struct {
+	river.WorkerDefaults[store.DeliveryArgs]
+	mu   sync.Mutex
+	ran  map[string]int
+	next func(id string) error
+}
+
+func (r *recorder) Work(ctx context.Context, job *river.Job[store.DeliveryArgs]) error {
+	r.mu.Lock()
+	r.ran[job.Args.DeliveryID]++
+	next := r.next
+	r.mu.Unlock()
+	if next != nil {
+		return next(job.Args.DeliveryID)
+	}
+	return nil
+}
+
+func (r *recorder) count(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ran[id]
+}
+
+func event(id, typ, key string) connectors.Event {
+	return connectors.Event{Source: "src", ID: id, Type: typ, Key: key, OccurredAt: time.Now(), Payload: json.RawMessage(`{"n":1}`)}
+}
+
+func delivery(id, route, key string, state store.State, runAt time.Time) store.NewDelivery {
+	return store.NewDelivery{ID: id, Route: route, Key: key, State: state, RunAt: runAt, MaxAttempts: 3}
+}
+
+// Run runs the suite.
+func Run(t *testing.T, open Opener) {
+	t.Run("AcceptDedupes", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, store.Params{})
+		ctx := context.Background()
+		in := store.Incoming{Event: event("e1", "t", "k"), Deliveries: []store.NewDelivery{delivery("d1", "r", "k", store.Pending, time.Time{})}}
+		fresh, err := s.Accept(ctx, []store.Incoming{in})
+		require.NoError(t, err)
+		require.Equal(t, []bool{true}, fresh)
+		fresh, err = s.Accept(ctx, []store.Incoming{in, in})
+		require.NoError(t, err)
+		require.Equal(t, []bool{false, false}, fresh)
+		ds, err := s.Deliveries(ctx, store.DeliveryFilter{})
+		require.NoError(t, err)
+		require.Len(t, ds, 1)
+		require.Equal(t, store.Pending, ds[0].State)
+		require.NotZero(t, ds[0].JobID)
+		ev, err := s.Event(ctx, "src", "e1")
+		require.NoError(t, err)
+		require.JSONEq(t, `{"n":1}`, string(ev.Payload))
+		_, err = s.Event(ctx, "src", "nope")
+		require.ErrorIs(t, err, store.ErrNotFound)
+	})
+
+	t.Run("SameEventTwiceInOneBatchIsNewOnce", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, store.Params{})
+		in := store.Incoming{Event: event("e1", "t", "k"), Deliveries: []store.NewDelivery{delivery("d1", "r", "k", store.Pending, time.Time{})}}
+		fresh, err := s.Accept(context.Background(), []store.Incoming{in, in})
+		require.NoError(t, err)
+		require.Equal(t, []bool{true, false}, fresh)
+	})
+
+	t.Run("ConcurrentAcceptsGroupCommit", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, store.Params{})
+		var wg sync.WaitGroup
+		var newCount atomic.Int64
+		for i := range 200 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Every event is sent twice, concurrently: exactly one is new.
+				id := fmt.Sprintf("e%d", i/2)
+				in := store.Incoming{Event: event(id, "t", ""), Deliveries: []store.NewDelivery{delivery("d"+id, "r", "", store.Pending, time.Time{})}}
+				fresh, err := s.Accept(context.Background(), []store.Incoming{in})
+				require.NoError(t, err)
+				if fresh[0] {
+					newCount.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		require.EqualValues(t, 100, newCount.Load())
+		ds, err := s.Deliveries(context.Background(), store.DeliveryFilter{Limit: 1000})
+		require.NoError(t, err)
+		require.Len(t, ds, 100)
+	})
+
+	t.Run("FinalDeliveriesAreNotQueued", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, store.Params{})
+		skipped := delivery("d1", "r", "", store.Skipped, time.Time{})
+		skipped.Reason = "when: false"
+		_, err := s.Accept(context.Background(), []store.Incoming{{Event: event("e1", "t", ""), Deliveries: []store.NewDelivery{skipped}}})
+		require.NoError(t, err)
+		d, err := s.Delivery(context.Background(), "d1")
+		require.NoError(t, err)
+		require.Equal(t, store.Skipped, d.State)
+		require.Equal(t, "when: false", d.LastError)
+		require.Zero(t, d.JobID)
+	})
+
+	t.Run("WorkerRunsAndRecords", func(t *testing.T) {
+		t.Parallel()
+		rec := &recorder{ran: map[string]int{}}
+		s := open(t, store.Params{Worker: rec})
+		ctx := context.Background()
+		require.NoError(t, s.Start(ctx))
+		t.Cleanup(func() { _ = s.Stop(context.Background()) })
+		_, err := s.Accept(ctx, []store.Incoming{{Event: event("e1", "t", ""), Deliveries: []store.NewDelivery{delivery("d1", "r", "", store.Pending, time.Time{})}}})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return rec.count("d1") == 1 }, 10*time.Second, 10*time.Millisecond)
+		require.NoError(t, s.Record(ctx, store.Outcome{ID: "d1", State: store.Succeeded, ExternalID: "x-1", Attempted: true}))
+		d, err := s.Delivery(ctx, "d1")
+		require.NoError(t, err)
+		require.Equal(t, store.Succeeded, d.State)
+		require.Equal(t, "x-1", d.ExternalID)
+		require.Equal(t, 1, d.Attempts)
+		require.False(t, d.DeliveredAt.IsZero())
+	})
+
+	t.Run("ScheduledCancelAndReplace", func(t *testing.T) {
+		t.Parallel()
+		rec := &recorder{ran: map[string]int{}}
+		s := open(t, store.Params{Worker: rec})
+		ctx := context.Background()
+		require.NoError(t, s.Start(ctx))
+		t.Cleanup(func() { _ = s.Stop(context.Background()) })
+		soon := time.Now().Add(1500 * time.Millisecond)
+		_, err := s.Accept(ctx, []store.Incoming{
+			{Event: event("c1", "created", "b1"), Deliveries: []store.NewDelivery{delivery("r1", "reminder", "b1", store.Scheduled, soon)}},
+			{Event: event("c2", "created", "b2"), Deliveries: []store.NewDelivery{delivery("r2", "reminder", "b2", store.Scheduled, soon)}},
+			{Event: event("c3", "created", "b3"), Deliveries: []store.NewDelivery{delivery("r3", "reminder", "b3", store.Scheduled, soon)}},
+		})
+		require.NoError(t, err)
+		// b1 is cancelled; b2 is replaced by a newer event for the same key.
+		_, err = s.Accept(ctx, []store.Incoming{
+			{Event: event("x1", "cancelled", "b1"), Cancels: []store.Cancel{{Route: "reminder", Key: "b1", Reason: "cancelled by x1"}}},
+			{Event: event("c2b", "rescheduled", "b2"),
+				Cancels:    []store.Cancel{{Route: "reminder", Key: "b2", Reason: "replaced"}},
+				Deliveries: []store.NewDelivery{delivery("r2b", "reminder", "b2", store.Scheduled, soon)}},
+		})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return rec.count("r3") == 1 && rec.count("r2b") == 1 }, 10*time.Second, 20*time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
+		require.Zero(t, rec.count("r1"), "a cancelled reminder never runs")
+		require.Zero(t, rec.count("r2"), "a replaced reminder never runs")
+		for id, want := range map[string]store.State{"r1": store.Cancelled, "r2": store.Cancelled, "r2b": store.Scheduled} {
+			d, err := s.Delivery(ctx, id)
+			require.NoError(t, err)
+			require.Equal(t, want, d.State, id)
+		}
+		d, _ := s.Delivery(ctx, "r1")
+		require.Equal(t, "cancelled by x1", d.LastError)
+		ok, err := s.Claim(ctx, "r2b")
+		require.NoError(t, err)
+		require.True(t, ok)
+		ok, err = s.Claim(ctx, "r1")
+		require.NoError(t, err)
+		require.False(t, ok, "a cancelled delivery cannot be claimed")
+	})
+
+	t.Run("ReplayDead", func(t *testing.T) {
+		t.Parallel()
+		rec := &recorder{ran: map[string]int{}}
+		s := open(t, store.Params{Worker: rec})
+		ctx := context.Background()
+		require.NoError(t, s.Start(ctx))
+		t.Cleanup(func() { _ = s.Stop(context.Background()) })
+		_, err := s.Accept(ctx, []store.Incoming{{Event: event("e1", "t", ""), Deliveries: []store.NewDelivery{delivery("d1", "r", "", store.Pending, time.Time{})}}})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return rec.count("d1") == 1 }, 10*time.Second, 10*time.Millisecond)
+		require.NoError(t, s.Record(ctx, store.Outcome{ID: "d1", State: store.Dead, Error: "http 400", Attempted: true}))
+		_, err = s.Replay(ctx, store.ReplayFilter{IDs: []string{"nope"}})
+		require.ErrorIs(t, err, store.ErrNotFound)
+		ids, err := s.Replay(ctx, store.ReplayFilter{Route: "r"})
+		require.NoError(t, err)
+		require.Equal(t, []string{"d1"}, ids)
+		require.Eventually(t, func() bool { return rec.count("d1") == 2 }, 10*time.Second, 10*time.Millisecond)
+		d, err := s.Delivery(ctx, "d1")
+		require.NoError(t, err)
+		require.Equal(t, store.Pending, d.State)
+		_, err = s.Replay(ctx, store.ReplayFilter{IDs: []string{"d1"}})
+		require.ErrorContains(t, err, "only a finished delivery")
+	})
+
+	t.Run("ListsAndStats", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, store.Params{})
+		ctx := context.Background()
+		for i := range 5 {
+			st := store.Pending
+			if i%2 == 1 {
+				st = store.Skipped
+			}
+			_, err := s.Accept(ctx, []store.Incoming{{Event: event(fmt.Sprint("e", i), "t", ""), Deliveries: []store.NewDelivery{delivery(fmt.Sprint("d", i), "r", "", st, time.Time{})}}})
+			require.NoError(t, err)
+		}
+		evs, err := s.Events(ctx, store.EventFilter{Source: "src", Limit: 3})
+		require.NoError(t, err)
+		require.Len(t, evs, 3)
+		ds, err := s.Deliveries(ctx, store.DeliveryFilter{State: store.Skipped})
+		require.NoError(t, err)
+		require.Len(t, ds, 2)
+		st, err := s.Stats(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 3, st.ByState[store.Pending])
+		require.Equal(t, 2, st.ByState[store.Skipped])
+		require.NoError(t, s.Ping(ctx))
+	})
+}
