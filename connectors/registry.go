@@ -32,6 +32,10 @@ type Type struct {
 	// Fake, when set, returns a faithful stand-in for the type's system as an
 	// HTTP handler that logs what it receives to w (`clinicbridge fake TYPE`).
 	Fake func(w io.Writer) http.Handler
+	// Sample, for sources, signs a realistic webhook of eventType exactly as
+	// the system would send it (`clinicbridge send-test`); a nil payload means
+	// the type's built-in example.
+	Sample func(node *yaml.Node, env Env, eventType string, payload []byte) (http.Header, []byte, error)
 }
 
 // Sink reports whether the type performs actions.

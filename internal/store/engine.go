@@ -194,30 +194,49 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 			return err
 		}
 	}
+	rowsOut := make([]deliveryRow, 0, len(queued)+len(final))
 	for i, d := range queued {
-		if err := insertDelivery(ctx, q, owners[i].Event.Source, owners[i].Event.ID, d, jobs[i].Job.ID, now); err != nil {
-			return err
-		}
+		rowsOut = append(rowsOut, deliveryRow{owners[i].Event.Source, owners[i].Event.ID, d, jobs[i].Job.ID})
 	}
 	for _, f := range final {
-		if err := insertDelivery(ctx, q, f.in.Event.Source, f.in.Event.ID, f.d, 0, now); err != nil {
+		rowsOut = append(rowsOut, deliveryRow{f.in.Event.Source, f.in.Event.ID, f.d, 0})
+	}
+	return insertDeliveries(ctx, q, rowsOut, now)
+}
+
+type deliveryRow struct {
+	source, eventID string
+	d               *NewDelivery
+	jobID           int64
+}
+
+// insertDeliveries writes ledger rows with multi-row inserts. ON CONFLICT
+// keeps a delivery id unique: the ledger row that exists wins.
+func insertDeliveries(ctx context.Context, q querier, rs []deliveryRow, now time.Time) error {
+	const chunk = 400
+	for start := 0; start < len(rs); start += chunk {
+		end := min(start+chunk, len(rs))
+		var sb strings.Builder
+		sb.WriteString(`INSERT INTO cb_deliveries (id, source, event_id, route, key, state, run_at, created_at, updated_at, last_error, job_id) VALUES `)
+		args := make([]any, 0, (end-start)*11)
+		for j, r := range rs[start:end] {
+			if j > 0 {
+				sb.WriteByte(',')
+			}
+			n := len(args)
+			fmt.Fprintf(&sb, "($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10, n+11)
+			runAt := r.d.RunAt
+			if runAt.IsZero() {
+				runAt = now
+			}
+			args = append(args, r.d.ID, r.source, r.eventID, r.d.Route, r.d.Key, string(r.d.State), usec(runAt), usec(now), usec(now), r.d.Reason, r.jobID)
+		}
+		sb.WriteString(` ON CONFLICT (id) DO NOTHING`)
+		if _, err := q.exec(ctx, sb.String(), args...); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func insertDelivery(ctx context.Context, q querier, source, eventID string, d *NewDelivery, jobID int64, now time.Time) error {
-	runAt := d.RunAt
-	if runAt.IsZero() {
-		runAt = now
-	}
-	// ON CONFLICT keeps a delivery id unique even if two sources planned the
-	// same one; the ledger row that exists wins.
-	_, err := q.exec(ctx, `INSERT INTO cb_deliveries (id, source, event_id, route, key, state, run_at, created_at, updated_at, last_error, job_id)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$8,$9,$10) ON CONFLICT (id) DO NOTHING`,
-		d.ID, source, eventID, d.Route, d.Key, string(d.State), usec(runAt), usec(now), d.Reason, jobID)
-	return err
 }
 
 func (e *engine[TTx]) cancel(ctx context.Context, tx TTx, c Cancel, now time.Time) error {

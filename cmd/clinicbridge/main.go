@@ -1,0 +1,86 @@
+// Command clinicbridge receives webhooks from clinic systems, stores them
+// durably, maps them and delivers them with retries and schedules. This
+// package is the CLI only: flags, wiring and exit codes.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/clinicbridge/clinicbridge/config"
+)
+
+// Exit codes: 0 ok, 1 failure, 2 usage or config error.
+const (
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// exitError carries an exit code up to main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageErr(err error) error   { return &exitError{exitUsage, err} }
+func failureErr(err error) error { return &exitError{exitFailure, err} }
+
+var version = "dev"
+
+func main() {
+	root := newRoot()
+	err := root.Execute()
+	if err == nil {
+		return
+	}
+	var ee *exitError
+	code := exitUsage // cobra's own errors are flag and argument mistakes
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	for _, e := range config.AsErrors(errors.Unwrap(err)) {
+		fmt.Fprintln(os.Stderr, e)
+	}
+	if ee == nil || len(config.AsErrors(errors.Unwrap(err))) == 0 {
+		fmt.Fprintln(os.Stderr, "error:", err)
+	}
+	os.Exit(code)
+}
+
+type globals struct {
+	config string
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "clinicbridge",
+		Short:         "Webhooks in, mapped deliveries out, nothing lost",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVarP(&g.config, "config", "c", "clinicbridge.yaml", "config file")
+	root.AddCommand(
+		runCmd(g), validateCmd(g), testCmd(g), mapCmd(g), schemaCmd(),
+		eventsCmd(g), deliveriesCmd(g), replayCmd(g),
+		fakeCmd(), sendTestCmd(g), versionCmd(),
+	)
+	return root
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), "clinicbridge", version)
+		},
+	}
+}

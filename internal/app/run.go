@@ -1,0 +1,150 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/clinicbridge/clinicbridge/connectors"
+	"github.com/clinicbridge/clinicbridge/internal/metrics"
+	"github.com/clinicbridge/clinicbridge/internal/pipeline"
+	"github.com/clinicbridge/clinicbridge/internal/server"
+	"github.com/clinicbridge/clinicbridge/internal/store"
+)
+
+// RunOptions tune Run.
+type RunOptions struct {
+	// ShutdownTimeout bounds how long in-flight deliveries may take to finish.
+	ShutdownTimeout time.Duration
+	// Ready, when set, is called with the bound addresses once both listeners
+	// accept connections (tests listen on :0).
+	Ready func(hooks, admin net.Addr)
+}
+
+// Run opens the store, starts the queue and both listeners, and serves until
+// ctx ends; then it stops accepting, lets in-flight deliveries finish within
+// the timeout, and returns nil.
+func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) error {
+	cfg := a.Config
+	if opts.ShutdownTimeout == 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	if err := server.CheckAdminListen(cfg.Admin.Listen, cfg.Admin.Token); err != nil {
+		return err
+	}
+	var st store.Store
+	m := metrics.New(func(ctx context.Context) (store.Stats, error) { return st.Stats(ctx) })
+	pl := pipeline.New(pipeline.Params{Routes: a.Routes, Logger: log, Metrics: m})
+	st, err := store.Open(ctx, store.Params{
+		Driver:      cfg.Store.Driver,
+		Path:        cfg.Store.Path,
+		URL:         cfg.Store.URL,
+		Worker:      pl.Worker(),
+		RetryPolicy: pl.RetryPolicy(),
+		Logger:      slog.New(zerologHandler{log.With().Str("component", "queue").Logger()}),
+	})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	pl.SetStore(st)
+
+	hooksLn, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		return fmt.Errorf("server.listen: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		hooksLn.Close()
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	hooks := &server.Hooks{
+		Sources: func(name string) (connectors.Source, bool) {
+			s, ok := a.Sources[name]
+			return s, ok
+		},
+		Accept:    pl,
+		Ready:     st.Ping,
+		MaxBody:   int64(cfg.Server.MaxBody),
+		PublicURL: cfg.Server.PublicURL,
+		Log:       log,
+		Metrics:   m,
+	}
+	admin := &server.Admin{Store: st, Token: cfg.Admin.Token, Log: log, Metrics: m}
+	hooksSrv := &http.Server{Handler: hooks.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	adminSrv := &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 10 * time.Second}
+
+	if err := st.Start(ctx); err != nil {
+		hooksLn.Close()
+		adminLn.Close()
+		return fmt.Errorf("queue: %w", err)
+	}
+	errc := make(chan error, 2)
+	go func() {
+		if cfg.Server.TLS != nil {
+			errc <- hooksSrv.ServeTLS(hooksLn, cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile)
+		} else {
+			errc <- hooksSrv.Serve(hooksLn)
+		}
+	}()
+	go func() { errc <- adminSrv.Serve(adminLn) }()
+	log.Info().Str("listen", hooksLn.Addr().String()).Str("admin", adminLn.Addr().String()).
+		Str("store", cfg.Store.Driver).Int("routes", len(a.Routes)).Msg("clinicbridge running")
+	if opts.Ready != nil {
+		opts.Ready(hooksLn.Addr(), adminLn.Addr())
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	log.Info().Msg("shutting down: no new webhooks; finishing in-flight deliveries")
+	stopCtx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+	defer cancel()
+	_ = hooksSrv.Shutdown(stopCtx)
+	if err := st.Stop(stopCtx); err != nil {
+		log.Warn().Err(err).Msg("queue did not stop cleanly; unfinished deliveries run again at the next start")
+	}
+	_ = adminSrv.Shutdown(stopCtx)
+	if errors.Is(runErr, http.ErrServerClosed) {
+		runErr = nil
+	}
+	log.Info().Msg("stopped")
+	return runErr
+}
+
+// zerologHandler sends River's slog records to our logger at warn and above,
+// with their attributes (job ids and kinds, no payloads: args are delivery ids).
+type zerologHandler struct{ log zerolog.Logger }
+
+func (h zerologHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (h zerologHandler) Handle(_ context.Context, r slog.Record) error {
+	ev := h.log.Warn()
+	if r.Level >= slog.LevelError {
+		ev = h.log.Error()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		ev = ev.Str(a.Key, a.Value.String())
+		return true
+	})
+	ev.Msg(r.Message)
+	return nil
+}
+
+func (h zerologHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	ctx := h.log.With()
+	for _, a := range attrs {
+		ctx = ctx.Str(a.Key, a.Value.String())
+	}
+	return zerologHandler{ctx.Logger()}
+}
+
+func (h zerologHandler) WithGroup(string) slog.Handler { return h }

@@ -1,0 +1,171 @@
+// Package server is clinicbridge's HTTP surface: the public webhook listener
+// (POST /hooks/{connector}, /healthz, /readyz) and the admin listener (admin
+// API and /metrics), which never share a port.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/clinicbridge/clinicbridge/connectors"
+	"github.com/clinicbridge/clinicbridge/internal/metrics"
+)
+
+// Acceptor stores events durably (pipeline.Pipeline).
+type Acceptor interface {
+	Accept(ctx context.Context, events []connectors.Event) ([]bool, error)
+}
+
+// Sources finds the source connector configured under a name.
+type Sources func(name string) (connectors.Source, bool)
+
+// Hooks serves the public listener.
+type Hooks struct {
+	Sources   Sources
+	Accept    Acceptor
+	Ready     func(ctx context.Context) error
+	MaxBody   int64
+	PublicURL string // server.public_url, for schemes that sign the URL
+	Log       zerolog.Logger
+	Metrics   *metrics.Metrics
+}
+
+// Handler returns the public mux.
+func (h *Hooks) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/hooks/{connector}", h.hook)
+	mux.HandleFunc("/hooks/{connector}/{rest...}", h.hook)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := h.Ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "store unreachable"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	return mux
+}
+
+type reply struct {
+	Accepted   int    `json:"accepted"`
+	Duplicates int    `json:"duplicates"`
+	Error      string `json:"error,omitempty"`
+}
+
+func (h *Hooks) hook(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("connector")
+	src, ok := h.Sources(name)
+	if !ok {
+		// The name is caller-controlled: keep it out of metric labels.
+		h.Metrics.Received.WithLabelValues("", "unknown_connector").Inc()
+		writeJSON(w, http.StatusNotFound, reply{Error: "no source connector named " + strconvQuote(name)})
+		return
+	}
+	outcome := func(o string) { h.Metrics.Received.WithLabelValues(name, o).Inc() }
+	log := h.Log.With().Str("connector", name).Logger()
+
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			outcome("too_large")
+			log.Warn().Int64("limit", h.MaxBody).Msg("webhook rejected: body too large")
+			writeJSON(w, http.StatusRequestEntityTooLarge, reply{Error: "body larger than server.max_body"})
+			return
+		}
+		outcome("error")
+		writeJSON(w, http.StatusBadRequest, reply{Error: "could not read the body"})
+		return
+	}
+	req := &connectors.Request{Method: r.Method, URL: h.publicURL(r), Header: r.Header, Body: body, Subpath: r.PathValue("rest")}
+	if err := src.Verify(req); err != nil {
+		outcome("unauthorized")
+		// The reason names the check that failed, never the secret or body.
+		log.Warn().Str("reason", err.Error()).Msg("webhook rejected: signature")
+		writeJSON(w, http.StatusUnauthorized, reply{Error: "signature verification failed"})
+		return
+	}
+	in, err := src.Parse(req)
+	if err != nil {
+		outcome("malformed")
+		log.Warn().Str("reason", err.Error()).Msg("webhook rejected: malformed")
+		writeJSON(w, http.StatusBadRequest, reply{Error: err.Error()})
+		return
+	}
+	for i := range in.Events {
+		in.Events[i].Source = name
+	}
+	fresh, err := h.Accept.Accept(r.Context(), in.Events)
+	if err != nil {
+		outcome("unavailable")
+		log.Error().Err(err).Int("events", len(in.Events)).Msg("webhook not stored; answered 503 so the sender retries")
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, reply{Error: "not stored; retry later"})
+		return
+	}
+	var rep reply
+	for i, ok := range fresh {
+		if ok {
+			rep.Accepted++
+			outcome("accepted")
+			log.Debug().Str("event", in.Events[i].ID).Str("type", in.Events[i].Type).Msg("event accepted")
+		} else {
+			rep.Duplicates++
+			outcome("duplicate")
+		}
+	}
+	if in.Reply != nil {
+		if in.Reply.ContentType != "" {
+			w.Header().Set("Content-Type", in.Reply.ContentType)
+		}
+		w.WriteHeader(in.Reply.Status)
+		_, _ = w.Write(in.Reply.Body)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// publicURL is the URL the sender used: server.public_url plus the request's
+// path and query, since behind a proxy r.Host is not what was signed.
+func (h *Hooks) publicURL(r *http.Request) *url.URL {
+	u := *r.URL
+	if h.PublicURL != "" {
+		if base, err := url.Parse(strings.TrimRight(h.PublicURL, "/")); err == nil {
+			u.Scheme, u.Host = base.Scheme, base.Host
+			u.Path = base.Path + r.URL.Path
+			return &u
+		}
+	}
+	u.Host = r.Host
+	u.Scheme = "http"
+	if r.TLS != nil {
+		u.Scheme = "https"
+	}
+	return &u
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func strconvQuote(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
