@@ -27,7 +27,7 @@ var Spec = []Field{
 		{Name: "level", Kind: KindString, Default: "info", Enum: []string{"debug", "info", "warn", "error"}},
 		{Name: "format", Kind: KindString, Default: "json", Enum: []string{"json", "console"}},
 	}},
-	{Name: "connectors", Kind: KindAny, Doc: "Named connectors: `name: {type: TYPE, ...}`. Each type's keys are in docs/connectors."},
+	{Name: "connectors", Kind: KindAny, Doc: "Named connectors: `name: {type: TYPE, ...}`; each type's keys are listed under Connector types (docs/reference.md)."},
 	{Name: "routes", Kind: KindObjectList, Doc: "What to deliver where.", Fields: RouteSpec},
 	{Name: "reconcile", Kind: KindObjectList, Doc: "Cron-driven pulls of sources' list APIs.", Fields: []Field{
 		{Name: "name", Kind: KindString, Required: true},

@@ -107,7 +107,7 @@ func RetryAfterOf(err error) time.Duration {
 }
 
 // ClassifyStatus is the shared HTTP status table (guarantee 5): 408, 425, 429 and
-// 5xx may succeed later; 401 and 403 are credentials; other 4xx are final.
+// 5xx may succeed later; 401 and 403 are credentials; other 4xx and 3xx are final.
 // Connectors with provider codes refine it.
 func ClassifyStatus(status int) Class {
 	switch {
@@ -117,7 +117,9 @@ func ClassifyStatus(status int) Class {
 		return Transient
 	case status == http.StatusUnauthorized, status == http.StatusForbidden:
 		return Auth
-	case status >= 400:
+	case status >= 300:
+		// Other 4xx are final; a redirect means the configured URL is wrong,
+		// which retrying will not fix.
 		return Permanent
 	default:
 		return Transient

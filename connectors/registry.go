@@ -92,6 +92,11 @@ func (r *Registry) Register(t Type) {
 	if _, dup := r.types[t.Name]; dup {
 		panic(fmt.Sprintf("connectors: type %q registered twice", t.Name))
 	}
+	for _, f := range t.Fields {
+		if f.Name == "type" {
+			panic(fmt.Sprintf("connectors: type %q declares a field named `type`, which names the connector type", t.Name))
+		}
+	}
 	r.types[t.Name] = t
 }
 

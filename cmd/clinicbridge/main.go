@@ -6,6 +6,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -34,23 +35,30 @@ func failureErr(err error) error { return &exitError{exitFailure, err} }
 var version = "dev"
 
 func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the CLI and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
 	root := newRoot()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	err := root.Execute()
 	if err == nil {
-		return
+		return 0
 	}
 	var ee *exitError
 	code := exitUsage // cobra's own errors are flag and argument mistakes
 	if errors.As(err, &ee) {
 		code = ee.code
+		err = ee.err
 	}
-	for _, e := range config.AsErrors(errors.Unwrap(err)) {
-		fmt.Fprintln(os.Stderr, e)
+	// A config problem prints one located error per line.
+	for _, e := range config.AsErrors(err) {
+		fmt.Fprintln(stderr, e)
 	}
-	if ee == nil || len(config.AsErrors(errors.Unwrap(err))) == 0 {
-		fmt.Fprintln(os.Stderr, "error:", err)
-	}
-	os.Exit(code)
+	return code
 }
 
 type globals struct {

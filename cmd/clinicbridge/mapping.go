@@ -69,7 +69,10 @@ func testCmd(g *globals) *cobra.Command {
 					input := t.Input
 					if t.InputFile != "" {
 						var err error
-						if input, err = readInput(filepath.Join(s.dir, t.InputFile)); err != nil {
+						if input, err = readInput(filepath.Join(s.dir, t.InputFile)); err == nil {
+							input = asMappingInput(input, "", "")
+						}
+						if err != nil {
 							fmt.Fprintf(out, "FAIL %s: %s\n     %v\n", s.name, t.Name, err)
 							failed++
 							continue
@@ -129,6 +132,22 @@ func readInput(path string) (map[string]any, error) {
 	return v, nil
 }
 
+// asMappingInput returns raw as a mapping input document: as it is when it
+// already is one ({"event": {...}, "payload": ...}), else wrapped as the
+// payload of a dry-run event of type typ.
+func asMappingInput(raw map[string]any, typ, source string) map[string]any {
+	if _, ok := raw["event"].(map[string]any); ok {
+		if _, ok := raw["payload"]; ok {
+			return raw
+		}
+	}
+	now := time.Now().UTC().Format(time.RFC3339)
+	return map[string]any{
+		"event":   map[string]any{"id": "dry-run", "type": typ, "source": source, "key": "", "received_at": now, "occurred_at": now},
+		"payload": raw,
+	}
+}
+
 func mapCmd(g *globals) *cobra.Command {
 	var route, mappingFile, inputFile string
 	cmd := &cobra.Command{
@@ -169,18 +188,11 @@ wrapped as the payload of an event of the route's first event type.`,
 				}
 				r = &pipeline.Route{Map: prog}
 			}
-			input := raw
-			if _, ok := raw["payload"]; !ok || raw["event"] == nil {
-				typ := ""
-				if len(r.Events) > 0 {
-					typ = r.Events[0]
-				}
-				now := time.Now().UTC().Format(time.RFC3339)
-				input = map[string]any{
-					"event":   map[string]any{"id": "dry-run", "type": typ, "source": r.From, "key": "", "received_at": now, "occurred_at": now},
-					"payload": raw,
-				}
+			typ := ""
+			if len(r.Events) > 0 {
+				typ = r.Events[0]
 			}
+			input := asMappingInput(raw, typ, r.From)
 			result := map[string]any{}
 			failed := false
 			if r.When != nil {
