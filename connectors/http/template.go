@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
 
-	"github.com/expr-lang/expr"
-	"github.com/expr-lang/expr/vm"
+	"github.com/clinicbridge/clinicbridge/mapping"
 )
 
 // urlTemplate is a URL with {{ expr }} placeholders over `doc`. Each value
@@ -26,45 +24,13 @@ type urlPart struct {
 	query bool
 }
 
-// stringer evaluates one placeholder. *mapping.Expr from
-// mapping.CompileExpr(src, "doc") is meant to satisfy it; compileExpr below
-// is a stand-in on expr-lang with the same syntax until mapping lands.
+// stringer evaluates one placeholder (a *mapping.Expr over `doc`).
 type stringer interface {
 	String(input map[string]any) (string, error)
 }
 
-// TODO(mapping): return mapping.CompileExpr(src, "doc").
 func compileExpr(src string) (stringer, error) {
-	p, err := expr.Compile(src, expr.Env(map[string]any{"doc": map[string]any{}}))
-	if err != nil {
-		return nil, err
-	}
-	return stubExpr{p}, nil
-}
-
-type stubExpr struct{ p *vm.Program }
-
-func (e stubExpr) String(input map[string]any) (string, error) {
-	v, err := expr.Run(e.p, input)
-	if err != nil {
-		return "", err
-	}
-	switch v := v.(type) {
-	case nil:
-		return "", nil
-	case string:
-		return v, nil
-	case float64:
-		return strconv.FormatFloat(v, 'f', -1, 64), nil
-	case int:
-		return strconv.Itoa(v), nil
-	case int64:
-		return strconv.FormatInt(v, 10), nil
-	case bool:
-		return strconv.FormatBool(v), nil
-	default:
-		return "", fmt.Errorf("expected a string, got %T", v)
-	}
+	return mapping.CompileExpr(src, "doc")
 }
 
 func parseURLTemplate(src string) (*urlTemplate, error) {

@@ -140,9 +140,9 @@ func (a *Agent) compileRoute(i int) (*pipeline.Route, []error) {
 		if f.src == "" {
 			continue
 		}
-		e, err := mapping.CompileExpr(f.src)
+		e, err := mapping.CompileExprNode(at(f.key), cfg.File, p+"."+f.key)
 		if err != nil {
-			errs = append(errs, config.Errorf(cfg.File, at(f.key), p+"."+f.key, "%v", err))
+			errs = append(errs, flatten(err)...)
 			continue
 		}
 		*f.dst = e
