@@ -25,7 +25,9 @@ func smsType() connectors.Type {
 		Fields:  []config.Field{{Name: "from", Kind: config.KindString}},
 		Actions: []connectors.Action{{Name: "send_sms", Required: []string{"to", "body"}}},
 		Build: func(*yaml.Node, connectors.Env) (any, error) {
-			return sinkFunc(func(context.Context, connectors.Delivery) (connectors.Receipt, error) { return connectors.Receipt{}, nil }), nil
+			return sinkFunc(func(context.Context, connectors.Delivery) (connectors.Receipt, error) {
+				return connectors.Receipt{}, nil
+			}), nil
 		},
 	}
 }
@@ -95,7 +97,9 @@ func TestValidateErrors(t *testing.T) {
 			nil, `:4:15: connectors.sms.type: unknown connector type "smss" (known: file, http, sms, webhook)`},
 		{"route names a missing connector", func(s string) string { return strings.Replace(s, "    to: sms", "    to: smsx", 1) },
 			nil, `:13:9: routes[0].to: no connector named "smsx" (did you mean "sms"?)`},
-		{"bad expression", func(s string) string { return strings.Replace(s, "payload.data.phone != nil", "payload.data.phone !=", 1) },
+		{"bad expression", func(s string) string {
+			return strings.Replace(s, "payload.data.phone != nil", "payload.data.phone !=", 1)
+		},
 			nil, `:8:32: routes[0].when: unexpected token EOF`},
 		{"mapping lacks a required field", func(s string) string { return strings.Replace(s, "        body: {value: hi}\n", "", 1) },
 			nil, `:10:7: routes[0].map: the mapping does not produce "body", which sms action send_sms requires (it produces: [to])`},

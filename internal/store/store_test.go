@@ -37,4 +37,3 @@ func TestPostgres(t *testing.T) {
 		return s
 	})
 }
-
