@@ -5,11 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -72,15 +74,24 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 	if err := os.MkdirAll(filepath.Dir(p.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	// SQLite serves one agent: the lock makes a second one fail loudly
+	// instead of sharing the file, and lets us treat jobs left `running` as
+	// orphans of a crash (below).
+	lock, err := lockFile(p.Path + ".lock")
+	if err != nil {
+		return nil, err
+	}
 	dsn := "file:" + p.Path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxIdleTime(0)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
+		lock.Close()
 		return nil, fmt.Errorf("store: open %s: %w", p.Path, err)
 	}
 	_ = os.Chmod(p.Path, 0o600)
@@ -88,6 +99,7 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 	rdb, err := sql.Open("sqlite", readDSN)
 	if err != nil {
 		db.Close()
+		lock.Close()
 		return nil, err
 	}
 	rdb.SetMaxOpenConns(4)
@@ -95,17 +107,24 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 	driver := riversqlite.New(db)
 	migrator, err := rivermigrate.New(driver, nil)
 	if err != nil {
-		return nil, closeAll(err, db, rdb)
+		return nil, closeAll(err, db, rdb, lock)
 	}
 	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
-		return nil, closeAll(fmt.Errorf("store: river migrations: %w", err), db, rdb)
+		return nil, closeAll(fmt.Errorf("store: river migrations: %w", err), db, rdb, lock)
 	}
 	if err := migrateSQL(ctx, db, "BLOB"); err != nil {
-		return nil, closeAll(fmt.Errorf("store: %w", err), db, rdb)
+		return nil, closeAll(fmt.Errorf("store: %w", err), db, rdb, lock)
+	}
+	// A job still `running` belonged to this agent's previous process, which
+	// died mid-attempt (we hold the lock, so no one else runs it). Make it
+	// available now rather than waiting for River's stuck-job rescuer (an
+	// hour by default): at least once, without the hour.
+	if _, err := db.ExecContext(ctx, `UPDATE river_job SET state = 'available' WHERE state = 'running'`); err != nil {
+		return nil, closeAll(fmt.Errorf("store: requeue interrupted jobs: %w", err), db, rdb, lock)
 	}
 	client, err := river.NewClient(driver, riverConfig(p))
 	if err != nil {
-		return nil, closeAll(err, db, rdb)
+		return nil, closeAll(err, db, rdb, lock)
 	}
 	e := &engine[*sql.Tx]{
 		client:   client,
@@ -114,7 +133,7 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 		rollback: func(_ context.Context, tx *sql.Tx) { _ = tx.Rollback() },
 		inTx:     func(tx *sql.Tx) querier { return sqlQuerier{tx} },
 		read:     sqlQuerier{rdb},
-		close:    func() error { return errors.Join(rdb.Close(), db.Close()) },
+		close:    func() error { return errors.Join(rdb.Close(), db.Close(), lock.Close()) },
 		// A local file is either there or it is not: disk errors are 503 too.
 		unavailable: func(err error) bool { return !errors.Is(err, ErrNotFound) && !errors.Is(err, context.Canceled) },
 	}
@@ -134,11 +153,25 @@ func migrateSQL(ctx context.Context, db *sql.DB, bytesType string) error {
 	return tx.Commit()
 }
 
-func closeAll(err error, dbs ...*sql.DB) error {
+func closeAll(err error, dbs ...io.Closer) error {
 	for _, db := range dbs {
 		db.Close()
 	}
 	return err
+}
+
+// lockFile takes an exclusive, non-blocking lock on path; the kernel drops
+// it if the process dies, so a crash never leaves the store locked.
+func lockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("store: %s is in use by another clinicbridge process (SQLite serves one agent; use store.driver: postgres for several)", strings.TrimSuffix(path, ".lock"))
+	}
+	return f, nil
 }
 
 func openPostgres(ctx context.Context, p Params) (Store, error) {

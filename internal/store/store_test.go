@@ -37,3 +37,16 @@ func TestPostgres(t *testing.T) {
 		return s
 	})
 }
+
+func TestSQLiteServesOneAgent(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "cb.db")
+	s, err := store.Open(context.Background(), store.Params{Path: path})
+	require.NoError(t, err)
+	_, err = store.Open(context.Background(), store.Params{Path: path})
+	require.ErrorContains(t, err, "in use by another clinicbridge process")
+	require.NoError(t, s.Close())
+	s, err = store.Open(context.Background(), store.Params{Path: path})
+	require.NoError(t, err, "the lock goes with the store")
+	require.NoError(t, s.Close())
+}
