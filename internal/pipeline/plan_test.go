@@ -1,0 +1,104 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/clinicbridge/clinicbridge/connectors"
+	"github.com/clinicbridge/clinicbridge/internal/store"
+	"github.com/clinicbridge/clinicbridge/mapping"
+)
+
+func mustExpr(t *testing.T, src string) *mapping.Expr {
+	t.Helper()
+	e, err := mapping.CompileExpr(src)
+	require.NoError(t, err)
+	return e
+}
+
+func event(typ, body string) connectors.Event {
+	return connectors.Event{Source: "booking", ID: typ + "-1", Type: typ, Payload: json.RawMessage(body)}
+}
+
+func TestPlan(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)
+	reminder := &Route{
+		Name: "reminder", From: "booking", Events: []string{"CREATED", "RESCHEDULED"},
+		When:     mustExpr(t, `payload.phone != nil`),
+		Key:      mustExpr(t, `payload.uid`),
+		At:       mustExpr(t, `date(payload.start) - duration("24h")`),
+		CancelOn: []string{"CANCELLED"},
+		Retry:    Retry{MaxAttempts: 3},
+	}
+	confirm := &Route{Name: "confirm", From: "booking", Events: []string{"CREATED"}, Retry: Retry{MaxAttempts: 8}}
+	other := &Route{Name: "other", From: "elsewhere"}
+	p := New(Params{Routes: []*Route{reminder, confirm, other}, Now: func() time.Time { return now }})
+
+	t.Run("created: reminder scheduled, confirmation now, same key replaced", func(t *testing.T) {
+		in := p.plan(event("CREATED", `{"uid":"b1","phone":"+44","start":"2026-12-03T14:30:00Z"}`), now)
+		require.Equal(t, []store.Cancel{{Route: "reminder", Key: "b1", Reason: "replaced by CREATED CREATED-1"}}, in.Cancels)
+		require.Len(t, in.Deliveries, 2)
+		r, c := in.Deliveries[0], in.Deliveries[1]
+		require.Equal(t, store.Scheduled, r.State)
+		require.Equal(t, time.Date(2026, 12, 2, 14, 30, 0, 0, time.UTC), r.RunAt)
+		require.Equal(t, "b1", r.Key)
+		require.Equal(t, 3, r.MaxAttempts)
+		require.Equal(t, DeliveryID("booking", "CREATED-1", "reminder"), r.ID)
+		require.Equal(t, store.Pending, c.State)
+		require.Equal(t, 8, c.MaxAttempts)
+	})
+	t.Run("cancelled: cancels by the route's key, delivers nothing", func(t *testing.T) {
+		in := p.plan(event("CANCELLED", `{"uid":"b1"}`), now)
+		require.Empty(t, in.Deliveries)
+		require.Equal(t, []store.Cancel{{Route: "reminder", Key: "b1", Reason: "cancelled by CANCELLED CANCELLED-1"}}, in.Cancels)
+	})
+	t.Run("a reschedule that replaces another key cancels the old key too", func(t *testing.T) {
+		ev := event("RESCHEDULED", `{"uid":"b2","phone":"+44","start":"2026-12-04T10:00:00Z"}`)
+		ev.Replaces = "b1"
+		in := p.plan(ev, now)
+		require.ElementsMatch(t, []string{"b1", "b2"}, []string{in.Cancels[0].Key, in.Cancels[1].Key})
+		require.Len(t, in.Deliveries, 1)
+		require.Equal(t, store.Scheduled, in.Deliveries[0].State)
+	})
+	t.Run("when false is skipped; an at in the past sends now", func(t *testing.T) {
+		in := p.plan(event("CREATED", `{"uid":"b3","start":"2026-11-28T10:00:00Z"}`), now)
+		require.Equal(t, store.Skipped, in.Deliveries[0].State)
+		require.Equal(t, "when: false", in.Deliveries[0].Reason)
+		in = p.plan(event("CREATED", `{"uid":"b3","phone":"+44","start":"2026-11-28T10:00:00Z"}`), now)
+		require.Equal(t, store.Pending, in.Deliveries[0].State)
+	})
+	t.Run("an expression that fails makes the delivery dead with the reason", func(t *testing.T) {
+		in := p.plan(event("CREATED", `{"uid":"b4","phone":"+44","start":"not a date"}`), now)
+		require.Equal(t, store.Dead, in.Deliveries[0].State)
+		require.Contains(t, in.Deliveries[0].Reason, "at: ")
+		require.NotContains(t, in.Deliveries[0].Reason, "not a date", "reasons never carry payload values")
+	})
+	t.Run("events of other sources and types match nothing", func(t *testing.T) {
+		in := p.plan(event("PAID", `{}`), now)
+		require.Empty(t, in.Deliveries)
+		require.Empty(t, in.Cancels)
+	})
+}
+
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	schedule := []time.Duration{time.Second, time.Minute}
+	for range 100 {
+		b := Backoff(schedule, 1)
+		require.True(t, b >= 500*time.Millisecond && b <= time.Second, b)
+		b = Backoff(schedule, 7) // past the end: the last step repeats
+		require.True(t, b >= 30*time.Second && b <= time.Minute, b)
+	}
+}
+
+func TestDeliveryIDIsStableAndDistinct(t *testing.T) {
+	t.Parallel()
+	a := DeliveryID("s", "e1", "r")
+	require.Equal(t, a, DeliveryID("s", "e1", "r"))
+	require.NotEqual(t, a, DeliveryID("s", "e1", "r2"))
+	require.NotEqual(t, DeliveryID("s", "e1r", ""), DeliveryID("s", "e1", "r"), "fields are separated")
+}
