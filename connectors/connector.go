@@ -49,8 +49,20 @@ type Request struct {
 // Inbound is what a source made of a verified request.
 type Inbound struct {
 	Events []Event
+	// Receipts update the remote status of earlier deliveries (delivery
+	// callbacks such as Twilio's StatusCallback); they create no deliveries.
+	Receipts []ReceiptUpdate
 	// Reply, when set, replaces the server's default reply (a handshake answer).
 	Reply *Reply
+}
+
+// ReceiptUpdate moves the receipt of the delivery whose ExternalID matches.
+// Rank orders statuses: an update never replaces a higher rank, since
+// callbacks arrive out of order (a late `sent` must not undo `delivered`).
+type ReceiptUpdate struct {
+	ExternalID string
+	Status     string
+	Rank       int
 }
 
 // Reply is a source-specific answer to a webhook.
@@ -128,6 +140,15 @@ type Sink interface {
 	Do(ctx context.Context, d Delivery) (Receipt, error)
 }
 
+// State is durable storage a connector may keep (an opt-out list, the newest
+// OAuth refresh token), scoped to the connector's name. Values are small;
+// Put replaces atomically and is durable when it returns.
+type State interface {
+	Get(ctx context.Context, key string) ([]byte, bool, error)
+	Put(ctx context.Context, key string, value []byte) error
+	Delete(ctx context.Context, key string) error
+}
+
 // Closer is implemented by connectors that hold resources.
 type Closer interface {
 	Close() error
@@ -143,6 +164,9 @@ type Env struct {
 	// Dir is the config file's folder; relative paths resolve against it.
 	Dir    string
 	Logger zerolog.Logger
+	// State is the connector's durable storage. It is nil while validating
+	// (nothing is opened then): connectors that need it must check at use.
+	State State
 	// Now is the clock (tests move it); nil means time.Now.
 	Now func() time.Time
 }

@@ -32,6 +32,12 @@ const (
 	// Ambiguous: the request may have been acted on (a timeout after sending);
 	// safe to retry only where the remote dedupes by idempotency key.
 	Ambiguous
+	// Skip: the delivery must not be sent and that is not a failure (the
+	// recipient opted out); it is recorded as skipped with Code as the reason.
+	Skip
+	// Paused: the connector cannot work until an operator acts (revoked
+	// OAuth grant: "reconnect Xero"); deliveries wait without using attempts.
+	Paused
 )
 
 func (c Class) String() string {
@@ -44,6 +50,10 @@ func (c Class) String() string {
 		return "rate_limited"
 	case Ambiguous:
 		return "ambiguous"
+	case Skip:
+		return "skip"
+	case Paused:
+		return "paused"
 	default:
 		return "transient"
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 	"gopkg.in/yaml.v3"
@@ -17,6 +18,7 @@ import (
 	"github.com/clinicbridge/clinicbridge/config"
 	"github.com/clinicbridge/clinicbridge/connectors"
 	"github.com/clinicbridge/clinicbridge/internal/pipeline"
+	"github.com/clinicbridge/clinicbridge/internal/store"
 	"github.com/clinicbridge/clinicbridge/mapping"
 )
 
@@ -35,6 +37,8 @@ type Agent struct {
 	Warnings []string
 
 	closers []io.Closer
+	// store is set by Run; connectors' State reaches it through lazyState.
+	store atomic.Pointer[store.Store]
 }
 
 // Load reads the config at path, checks it, compiles every expression and
@@ -58,7 +62,13 @@ func Load(path string, reg *connectors.Registry, opts config.Options, log zerolo
 	for _, c := range cfg.Connectors {
 		t, _ := reg.Lookup(c.Type)
 		a.Connectors[c.Name] = t
-		inst, err := t.Build(c.Node, connectors.Env{Name: c.Name, PublicURL: cfg.Server.PublicURL, Dir: cfg.Dir, Logger: log.With().Str("connector", c.Name).Logger()})
+		inst, err := t.Build(c.Node, connectors.Env{
+			Name:      c.Name,
+			PublicURL: cfg.Server.PublicURL,
+			Dir:       cfg.Dir,
+			Logger:    log.With().Str("connector", c.Name).Logger(),
+			State:     lazyState{scope: c.Name, st: &a.store},
+		})
 		if err != nil {
 			errs = append(errs, config.Errorf(cfg.File, c.Node, "connectors."+c.Name, "%v", err))
 			continue

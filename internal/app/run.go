@@ -54,6 +54,8 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 	}
 	defer st.Close()
 	pl.SetStore(st)
+	a.store.Store(&st)
+	defer a.store.Store(nil)
 
 	hooksLn, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {

@@ -175,6 +175,15 @@ func (p *Pipeline) failed(ctx context.Context, log zerolog.Logger, job *rivertyp
 	switch class {
 	case connectors.Permanent, connectors.Auth:
 		return p.finish(ctx, log, d, store.Dead, reason, "", true, true)
+	case connectors.Skip:
+		return p.finish(ctx, log, d, store.Skipped, skipReason(err), "", false, false)
+	case connectors.Paused:
+		// The connector needs an operator (e.g. reconnect Xero): wait without
+		// using attempts, and say why in the ledger.
+		if rerr := p.record(ctx, log, d.Route, store.Outcome{ID: d.ID, State: store.Pending, Error: "paused: " + reason}, "paused"); rerr != nil {
+			return rerr
+		}
+		return river.JobSnooze(pausedRecheck)
 	case connectors.RateLimited:
 		if wait := connectors.RetryAfterOf(err); wait > 0 {
 			if rerr := p.record(ctx, log, d.Route, store.Outcome{ID: d.ID, State: store.Pending, Error: reason, Attempted: true}, "rate_limited"); rerr != nil {
@@ -193,6 +202,18 @@ func (p *Pipeline) failed(ctx context.Context, log zerolog.Logger, job *rivertyp
 		return rerr
 	}
 	return err
+}
+
+// pausedRecheck is how often a delivery to a paused connector looks again.
+const pausedRecheck = time.Minute
+
+// skipReason is the provider's code for a skip (e.g. opted_out).
+func skipReason(err error) string {
+	var ce *connectors.Error
+	if errors.As(err, &ce) && ce.Code != "" {
+		return ce.Code
+	}
+	return err.Error()
 }
 
 // finish records a final outcome. cancel makes the job never run again.

@@ -44,6 +44,11 @@ func (p *Pipeline) Accept(ctx context.Context, events []connectors.Event) ([]boo
 	return p.store.Accept(ctx, in)
 }
 
+// UpdateReceipts applies delivery callbacks (the server calls it).
+func (p *Pipeline) UpdateReceipts(ctx context.Context, us []connectors.ReceiptUpdate) error {
+	return p.store.UpdateReceipts(ctx, us)
+}
+
 // plan decides, for one event, which deliveries to create and which scheduled
 // ones to cancel. Expression failures become dead deliveries with the reason,
 // never a rejected webhook: the event is stored either way.

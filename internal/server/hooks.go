@@ -19,9 +19,11 @@ import (
 	"github.com/clinicbridge/clinicbridge/internal/metrics"
 )
 
-// Acceptor stores events durably (pipeline.Pipeline).
+// Acceptor stores events durably (pipeline.Pipeline) and applies delivery
+// callbacks to the ledger.
 type Acceptor interface {
 	Accept(ctx context.Context, events []connectors.Event) ([]bool, error)
+	UpdateReceipts(ctx context.Context, us []connectors.ReceiptUpdate) error
 }
 
 // Sources finds the source connector configured under a name.
@@ -106,6 +108,16 @@ func (h *Hooks) hook(w http.ResponseWriter, r *http.Request) {
 	}
 	for i := range in.Events {
 		in.Events[i].Source = name
+	}
+	if err := h.Accept.UpdateReceipts(r.Context(), in.Receipts); err != nil {
+		outcome("unavailable")
+		log.Error().Err(err).Int("receipts", len(in.Receipts)).Msg("receipt update not stored; answered 503 so the sender retries")
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, reply{Error: "not stored; retry later"})
+		return
+	}
+	if len(in.Receipts) > 0 {
+		outcome("receipt")
 	}
 	fresh, err := h.Accept.Accept(r.Context(), in.Events)
 	if err != nil {

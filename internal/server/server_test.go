@@ -44,6 +44,13 @@ func (m *memAcceptor) Accept(_ context.Context, evs []connectors.Event) ([]bool,
 	return out, nil
 }
 
+func (m *memAcceptor) UpdateReceipts(context.Context, []connectors.ReceiptUpdate) error {
+	if m.down {
+		return store.ErrUnavailable
+	}
+	return nil
+}
+
 func hooks(t testing.TB) (*server.Hooks, *memAcceptor) {
 	var node yaml.Node
 	require.NoError(t, yaml.Unmarshal([]byte(`webhook_secret: "`+secret+`"`), &node))

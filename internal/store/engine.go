@@ -9,6 +9,8 @@ import (
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
+
+	"github.com/clinicbridge/clinicbridge/connectors"
 )
 
 // engine implements Store over either driver. TTx is the driver's
@@ -307,16 +309,76 @@ func (e *engine[TTx]) Replay(ctx context.Context, f ReplayFilter) ([]string, err
 	return ids, e.wrap(err)
 }
 
-const selectDelivery = `SELECT id, source, event_id, route, key, state, attempts, run_at, created_at, updated_at, last_error, external_id, delivered_at, job_id FROM cb_deliveries`
+const selectDelivery = `SELECT id, source, event_id, route, key, state, attempts, run_at, created_at, updated_at, last_error, external_id, delivered_at, receipt_status, job_id FROM cb_deliveries`
 
 func scanDelivery(r rows) (Delivery, error) {
 	var d Delivery
 	var state string
 	var runAt, created, updated, delivered int64
-	err := r.Scan(&d.ID, &d.Source, &d.EventID, &d.Route, &d.Key, &state, &d.Attempts, &runAt, &created, &updated, &d.LastError, &d.ExternalID, &delivered, &d.JobID)
+	err := r.Scan(&d.ID, &d.Source, &d.EventID, &d.Route, &d.Key, &state, &d.Attempts, &runAt, &created, &updated, &d.LastError, &d.ExternalID, &delivered, &d.ReceiptStatus, &d.JobID)
 	d.State = State(state)
 	d.RunAt, d.CreatedAt, d.UpdatedAt, d.DeliveredAt = fromUsec(runAt), fromUsec(created), fromUsec(updated), fromUsec(delivered)
 	return d, err
+}
+
+func (e *engine[TTx]) UpdateReceipts(ctx context.Context, us []connectors.ReceiptUpdate) error {
+	if len(us) == 0 {
+		return nil
+	}
+	_, err := e.writer.do(ctx, &request[TTx]{fn: func(ctx context.Context, tx TTx) error {
+		now := usec(time.Now())
+		for _, u := range us {
+			if _, err := e.inTx(tx).exec(ctx, `UPDATE cb_deliveries SET receipt_status = $1, receipt_rank = $2, updated_at = $3
+				WHERE external_id = $4 AND external_id <> '' AND receipt_rank < $2`, u.Status, u.Rank, now, u.ExternalID); err != nil {
+				return err
+			}
+		}
+		return nil
+	}})
+	return e.wrap(err)
+}
+
+// State returns the key-value store of one connector.
+func (e *engine[TTx]) State(scope string) connectors.State { return kv[TTx]{e, scope} }
+
+type kv[TTx any] struct {
+	e     *engine[TTx]
+	scope string
+}
+
+func (k kv[TTx]) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	v, err := queryOne(ctx, k.e.read, func(r rows) ([]byte, error) {
+		var b []byte
+		return b, r.Scan(&b)
+	}, `SELECT value FROM cb_kv WHERE scope = $1 AND key = $2`, k.scope, key)
+	if errors.Is(err, ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, k.e.wrap(err)
+	}
+	return v, true, nil
+}
+
+func (k kv[TTx]) Put(ctx context.Context, key string, value []byte) error {
+	if value == nil {
+		value = []byte{}
+	}
+	_, err := k.e.writer.do(ctx, &request[TTx]{fn: func(ctx context.Context, tx TTx) error {
+		_, err := k.e.inTx(tx).exec(ctx, `INSERT INTO cb_kv (scope, key, value, updated_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+			k.scope, key, value, usec(time.Now()))
+		return err
+	}})
+	return k.e.wrap(err)
+}
+
+func (k kv[TTx]) Delete(ctx context.Context, key string) error {
+	_, err := k.e.writer.do(ctx, &request[TTx]{fn: func(ctx context.Context, tx TTx) error {
+		_, err := k.e.inTx(tx).exec(ctx, `DELETE FROM cb_kv WHERE scope = $1 AND key = $2`, k.scope, key)
+		return err
+	}})
+	return k.e.wrap(err)
 }
 
 const selectEvent = `SELECT source, id, type, key, replaces, occurred_at, received_at, payload FROM cb_events`

@@ -42,6 +42,19 @@ var migrations = []string{
 	CREATE INDEX cb_deliveries_state ON cb_deliveries (state, run_at);
 	CREATE INDEX cb_deliveries_event ON cb_deliveries (source, event_id);
 	CREATE INDEX cb_deliveries_created ON cb_deliveries (created_at);`,
+
+	// Receipt status from delivery callbacks, and connector state (opt-out
+	// lists, OAuth tokens).
+	`ALTER TABLE cb_deliveries ADD COLUMN receipt_status TEXT NOT NULL DEFAULT '';
+	ALTER TABLE cb_deliveries ADD COLUMN receipt_rank INTEGER NOT NULL DEFAULT 0;
+	CREATE INDEX cb_deliveries_external ON cb_deliveries (external_id);
+	CREATE TABLE cb_kv (
+		scope      TEXT NOT NULL,
+		key        TEXT NOT NULL,
+		value      {{bytes}} NOT NULL,
+		updated_at BIGINT NOT NULL,
+		PRIMARY KEY (scope, key)
+	);`,
 }
 
 // SchemaVersion is the newest schema this binary knows.

@@ -89,7 +89,10 @@ type Delivery struct {
 	// DeliveredAt is set at the first success and kept across replays: the
 	// ledger's proof that a non-idempotent sink must not be called again.
 	DeliveredAt time.Time `json:"delivered_at,omitzero"`
-	JobID       int64     `json:"job_id,omitempty"`
+	// ReceiptStatus is the remote's latest word on a delivered message
+	// (queued, sent, delivered, undelivered), from delivery callbacks.
+	ReceiptStatus string `json:"receipt_status,omitempty"`
+	JobID         int64  `json:"job_id,omitempty"`
 }
 
 // Outcome is the result of one attempt, written to the ledger.
@@ -152,6 +155,11 @@ type Store interface {
 	Record(ctx context.Context, o Outcome) error
 	// Replay queues the selected deliveries again and returns their ids.
 	Replay(ctx context.Context, f ReplayFilter) ([]string, error)
+	// UpdateReceipts applies delivery callbacks; an update never lowers a
+	// receipt's rank. Unknown external ids are ignored.
+	UpdateReceipts(ctx context.Context, us []connectors.ReceiptUpdate) error
+	// State is durable key-value storage for the connector called scope.
+	State(scope string) connectors.State
 
 	Stats(ctx context.Context) (Stats, error)
 	Ping(ctx context.Context) error
