@@ -80,6 +80,8 @@ type Route struct {
 	Key      string   `yaml:"key"`
 	At       string   `yaml:"at"`
 	CancelOn []string `yaml:"cancel_on"`
+	Late     string   `yaml:"late"`
+	Quiet    *Quiet   `yaml:"quiet_hours"`
 	Map      MapRef   `yaml:"map"`
 	To       Target   `yaml:"to"`
 	Retry    Retry    `yaml:"retry"`
@@ -100,6 +102,13 @@ func (m *MapRef) UnmarshalYAML(n *yaml.Node) error {
 	}
 	m.Inline = n
 	return nil
+}
+
+// Quiet is a daily window in which nothing is sent.
+type Quiet struct {
+	Start string `yaml:"start"`
+	End   string `yaml:"end"`
+	TZ    string `yaml:"tz"`
 }
 
 // Target is a route's `to`: a connector name, or {connector, action}.
@@ -336,6 +345,17 @@ func (c *Config) check(root *yaml.Node) []error {
 		}
 		if r.Map.File == "" && r.Map.Inline == nil {
 			errs = append(errs, Errorf(c.File, r.Node, p+".map", "missing required key \"map\""))
+		}
+		if q := r.Quiet; q != nil {
+			qn := ValueNode(r.Node, "quiet_hours")
+			for _, v := range []struct{ key, val string }{{"start", q.Start}, {"end", q.End}} {
+				if _, err := time.Parse("15:04", v.val); err != nil {
+					errs = append(errs, Errorf(c.File, ValueNode(qn, v.key), p+".quiet_hours."+v.key, "want HH:MM (24 h), got %q", v.val))
+				}
+			}
+			if _, err := time.LoadLocation(q.TZ); err != nil || q.TZ == "Local" {
+				errs = append(errs, Errorf(c.File, ValueNode(qn, "tz"), p+".quiet_hours.tz", "unknown time zone %q (use an IANA name such as Europe/London)", q.TZ))
+			}
 		}
 		if r.Retry.MaxAttempts < 0 {
 			errs = append(errs, Errorf(c.File, ValueNode(r.Node, "retry"), p+".retry.max_attempts", "must be at least 1"))

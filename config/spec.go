@@ -45,6 +45,12 @@ var RouteSpec = []Field{
 	{Name: "when", Kind: KindString, Example: "payload.score <= 2", Doc: "Filter expression; false -> the delivery is `skipped`."},
 	{Name: "key", Kind: KindString, Example: "payload.uid", Doc: "Business key expression; defaults to the event's key. Scheduling and cancellation work per key."},
 	{Name: "at", Kind: KindString, Example: `date(payload.startTime) - duration("24h")`, Doc: "Deliver later, at this time."},
+	{Name: "late", Kind: KindString, Default: "send", Enum: []string{"send", "skip"}, Doc: "When `at` is already past at planning time: send now, or record the delivery as skipped (reason `late`)."},
+	{Name: "quiet_hours", Kind: KindObject, Doc: "Never send inside this daily window: a send that falls in it moves to the window's end.", Fields: []Field{
+		{Name: "start", Kind: KindString, Required: true, Example: "21:00", Doc: "Start of the window, HH:MM."},
+		{Name: "end", Kind: KindString, Required: true, Example: "08:00", Doc: "End of the window, HH:MM (may be on the next day)."},
+		{Name: "tz", Kind: KindString, Required: true, Example: "Europe/London", Doc: "IANA time zone the times are in."},
+	}},
 	{Name: "cancel_on", Kind: KindStringList, Doc: "Event types that cancel this route's scheduled deliveries with the same key."},
 	{Name: "map", Kind: KindAny, Required: true, Doc: "Mapping file (relative to this config) or an inline mapping."},
 	{Name: "to", Kind: KindString, Required: true, Doc: "Sink connector name, or {connector, action}.",

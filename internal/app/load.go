@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 	"gopkg.in/yaml.v3"
@@ -178,6 +179,13 @@ func (a *Agent) compileRoute(i int) (*pipeline.Route, []error) {
 			a.Warnings = append(a.Warnings, fmt.Sprintf("%s: %s.map: fields %v send the whole payload to %s; list the fields that may leave instead", cfg.File, p, prog.WholePayloadFields(), rc.To.Connector))
 		}
 	}
+	r.SkipLate = rc.Late == "skip"
+	if q := rc.Quiet; q != nil {
+		start, _ := time.Parse("15:04", q.Start) // checked by config
+		end, _ := time.Parse("15:04", q.End)
+		loc, _ := time.LoadLocation(q.TZ)
+		r.Quiet = &pipeline.Quiet{Start: sinceMidnight(start), End: sinceMidnight(end), Loc: loc}
+	}
 	r.Retry = pipeline.Retry{MaxAttempts: rc.Retry.MaxAttempts, MaxAge: rc.Retry.MaxAge.Std()}
 	if r.Retry.MaxAttempts == 0 {
 		r.Retry.MaxAttempts = pipeline.DefaultMaxAttempts
@@ -233,6 +241,10 @@ func flatten(err error) []error {
 		return out
 	}
 	return []error{err}
+}
+
+func sinceMidnight(t time.Time) time.Duration {
+	return time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute
 }
 
 // Route returns the compiled route called name.

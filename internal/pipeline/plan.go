@@ -111,10 +111,21 @@ func (p *Pipeline) plan(ev connectors.Event, now time.Time) store.Incoming {
 				d.State, d.Reason = store.Dead, "at: "+aerr.Error()
 			case at.After(now):
 				d.State, d.RunAt = store.Scheduled, at
+			case r.SkipLate:
+				d.State, d.Reason = store.Skipped, "late"
 			}
 			// A new event for the same key replaces the route's pending reminder.
 			if key != "" {
 				in.Cancels = append(in.Cancels, store.Cancel{Route: r.Name, Key: key, Reason: "replaced by " + ev.Type + " " + ev.ID})
+			}
+		}
+		if d.State == store.Pending || d.State == store.Scheduled {
+			send := d.RunAt
+			if send.IsZero() {
+				send = now
+			}
+			if moved := r.Quiet.Defer(send); !moved.Equal(send) {
+				d.State, d.RunAt = store.Scheduled, moved
 			}
 		}
 		in.Deliveries = append(in.Deliveries, d)

@@ -102,3 +102,40 @@ func TestDeliveryIDIsStableAndDistinct(t *testing.T) {
 	require.NotEqual(t, a, DeliveryID("s", "e1", "r2"))
 	require.NotEqual(t, DeliveryID("s", "e1r", ""), DeliveryID("s", "e1", "r"), "fields are separated")
 }
+
+func TestQuietHours(t *testing.T) {
+	t.Parallel()
+	london, err := time.LoadLocation("Europe/London")
+	require.NoError(t, err)
+	q := &Quiet{Start: 21 * time.Hour, End: 8 * time.Hour, Loc: london}
+	at := func(s string) time.Time {
+		v, err := time.ParseInLocation("2006-01-02 15:04", s, london)
+		require.NoError(t, err)
+		return v
+	}
+	require.Equal(t, at("2026-11-29 08:00"), q.Defer(at("2026-11-28 22:30")), "evening moves to next morning")
+	require.Equal(t, at("2026-11-29 08:00"), q.Defer(at("2026-11-29 03:00")), "small hours move to the morning")
+	require.Equal(t, at("2026-11-29 12:00"), q.Defer(at("2026-11-29 12:00")), "daytime stays")
+	require.Equal(t, at("2026-11-29 08:00"), q.Defer(at("2026-11-29 08:00")), "the end is outside the window")
+	// Across the spring DST change the window end is still 08:00 local.
+	require.Equal(t, at("2026-03-29 08:00"), q.Defer(at("2026-03-28 23:00")))
+	lunch := &Quiet{Start: 12 * time.Hour, End: 13 * time.Hour, Loc: london}
+	require.Equal(t, at("2026-11-29 13:00"), lunch.Defer(at("2026-11-29 12:15")))
+	require.Equal(t, at("2026-11-29 11:00"), lunch.Defer(at("2026-11-29 11:00")))
+	var none *Quiet
+	require.Equal(t, at("2026-11-29 03:00"), none.Defer(at("2026-11-29 03:00")))
+}
+
+func TestPlanLateAndQuiet(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 28, 22, 0, 0, 0, time.UTC) // 22:00 in London (GMT)
+	london, _ := time.LoadLocation("Europe/London")
+	late := &Route{Name: "late", From: "booking", At: mustExpr(t, `date(payload.start)`), SkipLate: true}
+	quiet := &Route{Name: "quiet", From: "booking", Quiet: &Quiet{Start: 21 * time.Hour, End: 8 * time.Hour, Loc: london}}
+	p := New(Params{Routes: []*Route{late, quiet}})
+	in := p.plan(event("CREATED", `{"start":"2026-11-28T10:00:00Z"}`), now)
+	require.Equal(t, store.Skipped, in.Deliveries[0].State)
+	require.Equal(t, "late", in.Deliveries[0].Reason)
+	require.Equal(t, store.Scheduled, in.Deliveries[1].State, "an immediate send at 22:00 waits for the morning")
+	require.Equal(t, time.Date(2026, 11, 29, 8, 0, 0, 0, london), in.Deliveries[1].RunAt)
+}

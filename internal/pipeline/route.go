@@ -23,11 +23,48 @@ type Route struct {
 	Key      *mapping.Expr
 	At       *mapping.Expr
 	CancelOn []string
+	// SkipLate records a delivery whose `at` has passed as skipped instead of sending it.
+	SkipLate bool
+	Quiet    *Quiet
 	Map      *mapping.Program
 	To       string // sink connector name
 	Sink     connectors.Sink
 	Action   connectors.Action
 	Retry    Retry
+}
+
+// Quiet is a daily window, in a time zone, in which nothing is sent.
+type Quiet struct {
+	Start, End time.Duration // since local midnight
+	Loc        *time.Location
+}
+
+// Defer returns t, or the end of the quiet window if t falls inside it.
+// A window whose end is before its start spans midnight (21:00-08:00).
+func (q *Quiet) Defer(t time.Time) time.Time {
+	if q == nil {
+		return t
+	}
+	lt := t.In(q.Loc)
+	midnight := time.Date(lt.Year(), lt.Month(), lt.Day(), 0, 0, 0, 0, q.Loc)
+	since := lt.Sub(midnight)
+	switch {
+	case q.Start <= q.End: // same-day window
+		if since >= q.Start && since < q.End {
+			return at(midnight, q.End)
+		}
+	case since >= q.Start: // evening part: ends tomorrow
+		return at(midnight.AddDate(0, 0, 1), q.End)
+	case since < q.End: // morning part
+		return at(midnight, q.End)
+	}
+	return t
+}
+
+// at is a wall-clock offset from a local midnight, correct across DST changes.
+func at(midnight time.Time, off time.Duration) time.Time {
+	h, m := int(off/time.Hour), int(off%time.Hour/time.Minute)
+	return time.Date(midnight.Year(), midnight.Month(), midnight.Day(), h, m, 0, 0, midnight.Location())
 }
 
 // Retry bounds a route's retries.
