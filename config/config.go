@@ -84,6 +84,7 @@ type Route struct {
 	Quiet    *Quiet   `yaml:"quiet_hours"`
 	Map      MapRef   `yaml:"map"`
 	To       Target   `yaml:"to"`
+	Needs    *Needs   `yaml:"needs"`
 	Retry    Retry    `yaml:"retry"`
 
 	Node *yaml.Node `yaml:"-"` // for errors that point into the route
@@ -109,6 +110,13 @@ type Quiet struct {
 	Start string `yaml:"start"`
 	End   string `yaml:"end"`
 	TZ    string `yaml:"tz"`
+}
+
+// Needs makes a route wait for another route's success for a key.
+type Needs struct {
+	Route string   `yaml:"route"`
+	Key   string   `yaml:"key"`
+	Wait  Duration `yaml:"wait"`
 }
 
 // Target is a route's `to`: a connector name, or {connector, action}.
@@ -359,6 +367,15 @@ func (c *Config) check(root *yaml.Node) []error {
 		}
 		if r.Retry.MaxAttempts < 0 {
 			errs = append(errs, Errorf(c.File, ValueNode(r.Node, "retry"), p+".retry.max_attempts", "must be at least 1"))
+		}
+	}
+	for i, r := range c.Routes {
+		if r.Needs != nil && !seen[r.Needs.Route] {
+			n := ValueNode(ValueNode(r.Node, "needs"), "route")
+			errs = append(errs, Errorf(c.File, n, "routes["+strconv.Itoa(i)+"].needs.route", "no route named %q", r.Needs.Route))
+		}
+		if r.Needs != nil && r.Needs.Wait == 0 {
+			c.Routes[i].Needs.Wait = Duration(24 * time.Hour)
 		}
 	}
 	seen = map[string]bool{}

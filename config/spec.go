@@ -58,6 +58,11 @@ var RouteSpec = []Field{
 			{Name: "connector", Kind: KindString, Required: true},
 			{Name: "action", Kind: KindString, Doc: "Defaults to the sink's first action."},
 		}}},
+	{Name: "needs", Kind: KindObject, Doc: "Wait until another route has delivered for a key (a payment waits for its invoice); the mapping reads that delivery's receipt as `needs.external_id`.", Fields: []Field{
+		{Name: "route", Kind: KindString, Required: true, Doc: "The route whose success this one needs."},
+		{Name: "key", Kind: KindString, Required: true, Example: "payload.data.object.invoice", Doc: "Expression for the key of the needed delivery."},
+		{Name: "wait", Kind: KindDuration, Default: "24h", Doc: "How long to wait before the delivery is dead with the reason."},
+	}},
 	{Name: "retry", Kind: KindObject, Doc: "Retry bounds for transient failures.", Fields: []Field{
 		{Name: "max_attempts", Kind: KindInt, Default: "8", Doc: "Attempts in all, the first included."},
 		{Name: "max_age", Kind: KindDuration, Doc: "Give up (dead) once the event is older than this."},

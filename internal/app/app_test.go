@@ -290,3 +290,53 @@ func TestStoreUnreachableAnswers503(t *testing.T) {
 	}, 30*time.Second, 200*time.Millisecond)
 	b.waitState(t, "evt_pg2", store.Succeeded)
 }
+
+const needsConfig = `version: 1
+server: {listen: 127.0.0.1:0}
+admin: {listen: 127.0.0.1:0}
+connectors:
+  inbox: {type: webhook, webhook_secret: "` + secret + `"}
+  sink: {type: http, url: "{{SINK}}/{{ doc.kind }}"}
+routes:
+  - name: invoices
+    from: inbox
+    events: [invoice.finalized]
+    key: payload.data.invoice
+    map: {fields: {kind: {value: invoice}, invoice: {from: payload.data.invoice}}}
+    to: sink
+  - name: payments
+    from: inbox
+    events: [payment.succeeded]
+    key: payload.data.payment
+    needs: {route: invoices, key: payload.data.invoice, wait: 3s}
+    map:
+      fields:
+        kind: {value: payment}
+        invoice_external_id: {from: needs.external_id, required: true}
+    to: sink
+`
+
+func TestNeedsWaitsForTheOtherRoute(t *testing.T) {
+	t.Parallel()
+	b := start(t, needsConfig, "")
+	// The payment arrives first and waits for its invoice.
+	b.send(t, "pay_1", `{"type":"payment.succeeded","data":{"payment":"p1","invoice":"in_1"}}`)
+	time.Sleep(300 * time.Millisecond)
+	require.Equal(t, store.Pending, b.delivery(t, "pay_1").State)
+	require.Contains(t, b.delivery(t, "pay_1").LastError, "waiting for route invoices")
+	b.send(t, "inv_1", `{"type":"invoice.finalized","data":{"invoice":"in_1"}}`)
+	inv := b.waitState(t, "inv_1", store.Succeeded)
+	b.waitState(t, "pay_1", store.Succeeded)
+	var paid []byte
+	for _, r := range b.sink.Requests() {
+		if r.Path == "/payment" {
+			paid = r.Body
+		}
+	}
+	require.JSONEq(t, `{"kind":"payment","invoice_external_id":"`+inv.ExternalID+`"}`, string(paid))
+
+	// A payment whose invoice never comes is dead after the wait, with the reason.
+	b.send(t, "pay_2", `{"type":"payment.succeeded","data":{"payment":"p2","invoice":"in_404"}}`)
+	d := b.waitState(t, "pay_2", store.Dead)
+	require.Contains(t, d.LastError, "needs: route invoices had no success for this key within 3s")
+}

@@ -179,6 +179,15 @@ func (a *Agent) compileRoute(i int) (*pipeline.Route, []error) {
 			a.Warnings = append(a.Warnings, fmt.Sprintf("%s: %s.map: fields %v send the whole payload to %s; list the fields that may leave instead", cfg.File, p, prog.WholePayloadFields(), rc.To.Connector))
 		}
 	}
+	if n := rc.Needs; n != nil {
+		nn := config.ValueNode(rc.Node, "needs")
+		e, err := mapping.CompileExprNode(config.ValueNode(nn, "key"), cfg.File, p+".needs.key")
+		if err != nil {
+			errs = append(errs, flatten(err)...)
+		} else {
+			r.Needs = &pipeline.Needs{Route: n.Route, Key: e, Wait: n.Wait.Std()}
+		}
+	}
 	r.SkipLate = rc.Late == "skip"
 	if q := rc.Quiet; q != nil {
 		start, _ := time.Parse("15:04", q.Start) // checked by config

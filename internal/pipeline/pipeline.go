@@ -140,6 +140,22 @@ func (p *Pipeline) deliver(ctx context.Context, job *rivertype.JobRow, id string
 	if err != nil {
 		return p.finish(ctx, log, d, store.Dead, err.Error(), "", true, false)
 	}
+	if r.Needs != nil {
+		needed, wait, err := p.needs(ctx, r, d, input)
+		if err != nil {
+			return err
+		}
+		if needed == nil {
+			if wait <= 0 {
+				return p.finish(ctx, log, d, store.Dead, fmt.Sprintf("needs: route %s had no success for this key within %s", r.Needs.Route, r.Needs.Wait), "", true, false)
+			}
+			if rerr := p.record(ctx, log, d.Route, store.Outcome{ID: d.ID, State: store.Pending, Error: "waiting for route " + r.Needs.Route}, "waiting"); rerr != nil {
+				return rerr
+			}
+			return river.JobSnooze(wait)
+		}
+		input["needs"] = needed
+	}
 	doc, err := r.Map.Apply(input)
 	if err != nil {
 		return p.finish(ctx, log, d, store.Dead, "mapping: "+err.Error(), "", true, false)
@@ -159,6 +175,29 @@ func (p *Pipeline) deliver(ctx context.Context, job *rivertype.JobRow, id string
 		return p.finish(ctx, log, d, store.Succeeded, "", receipt.ExternalID, false, true)
 	}
 	return p.failed(ctx, log, job, d, r, err)
+}
+
+// needs looks for the delivery r depends on. It returns what the mapping
+// sees as `needs`, or nil and how long to wait before looking again (<= 0:
+// the wait is over).
+func (p *Pipeline) needs(ctx context.Context, r *Route, d store.Delivery, input map[string]any) (map[string]any, time.Duration, error) {
+	key, err := r.Needs.Key.String(input)
+	if err != nil || key == "" {
+		return nil, 0, p.finish(ctx, p.log, d, store.Dead, "needs.key: could not compute the key", "", true, false)
+	}
+	got, err := p.store.Succeeded(ctx, r.Needs.Route, key)
+	if err == nil {
+		return map[string]any{"external_id": got.ExternalID, "delivery_id": got.ID, "route": got.Route, "key": key}, 0, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, 0, err
+	}
+	left := r.Needs.Wait - p.now().Sub(d.CreatedAt)
+	if left <= 0 {
+		return nil, 0, nil
+	}
+	// Look again soon, but not in a tight loop: 5% of the wait, 1 s to 1 min.
+	return nil, min(left, max(time.Second, min(time.Minute, r.Needs.Wait/20))), nil
 }
 
 // failed is where a connector's error class becomes a queue decision.

@@ -26,6 +26,7 @@ type Route struct {
 	// SkipLate records a delivery whose `at` has passed as skipped instead of sending it.
 	SkipLate bool
 	Quiet    *Quiet
+	Needs    *Needs
 	Map      *mapping.Program
 	To       string // sink connector name
 	Sink     connectors.Sink
@@ -65,6 +66,13 @@ func (q *Quiet) Defer(t time.Time) time.Time {
 func at(midnight time.Time, off time.Duration) time.Time {
 	h, m := int(off/time.Hour), int(off%time.Hour/time.Minute)
 	return time.Date(midnight.Year(), midnight.Month(), midnight.Day(), h, m, 0, 0, midnight.Location())
+}
+
+// Needs makes a delivery wait for another route's success for a key.
+type Needs struct {
+	Route string
+	Key   *mapping.Expr
+	Wait  time.Duration
 }
 
 // Retry bounds a route's retries.

@@ -412,6 +412,12 @@ func (e *engine[TTx]) Delivery(ctx context.Context, id string) (Delivery, error)
 	return d, e.wrap(err)
 }
 
+func (e *engine[TTx]) Succeeded(ctx context.Context, route, key string) (Delivery, error) {
+	d, err := queryOne(ctx, e.read, scanDelivery, selectDelivery+` WHERE route = $1 AND key = $2 AND state = $3 ORDER BY delivered_at DESC LIMIT 1`,
+		route, key, string(Succeeded))
+	return d, e.wrap(err)
+}
+
 func (e *engine[TTx]) Deliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error) {
 	where, args := filters{}.
 		add(f.Route != "", "route = ", f.Route).

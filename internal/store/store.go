@@ -155,6 +155,8 @@ type Store interface {
 	Record(ctx context.Context, o Outcome) error
 	// Replay queues the selected deliveries again and returns their ids.
 	Replay(ctx context.Context, f ReplayFilter) ([]string, error)
+	// Succeeded returns the newest succeeded delivery of route for key, or ErrNotFound.
+	Succeeded(ctx context.Context, route, key string) (Delivery, error)
 	// UpdateReceipts applies delivery callbacks; an update never lowers a
 	// receipt's rank. Unknown external ids are ignored.
 	UpdateReceipts(ctx context.Context, us []connectors.ReceiptUpdate) error

@@ -293,6 +293,34 @@ func ReadMemory(pid int) (rss, hwm int64, err error) {
 	return rss, hwm, nil
 }
 
+// CPU returns the agent's user+system CPU time so far.
+func (p *Proc) CPU() (time.Duration, error) { return ReadCPU(p.PID()) }
+
+// ReadCPU reads utime+stime of pid from /proc/PID/stat. The kernel counts
+// in clock ticks; USER_HZ is 100 on every Linux this runs on.
+func ReadCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may contain spaces: fields count from the
+	// last ')'. utime and stime are fields 14 and 15.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("unexpected /proc stat format")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("unexpected /proc stat format")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
 type runningLine struct {
 	Message string `json:"message"`
 	Listen  string `json:"listen"`
