@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 )
 
@@ -158,7 +159,12 @@ const (
 	DefaultMaxBody     = 1 << 20
 	DefaultStorePath   = "./data/clinicbridge.db"
 	DefaultRetention   = 720 * time.Hour
+	DefaultLookback    = time.Hour
 )
+
+// CronParser reads reconcile schedules: five fields, or six with seconds
+// first, and descriptors such as @every 5m.
+var CronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 // DefaultBackoff is the retry schedule when a route sets none: close to the
 // Standard Webhooks sender schedule, each step jittered by the pipeline.
@@ -387,6 +393,12 @@ func (c *Config) check(root *yaml.Node) []error {
 		seen[rc.Name] = true
 		if !names[rc.From] {
 			errs = append(errs, Errorf(c.File, ValueNode(rc.Node, "from"), p+".from", "no connector named %q%s", rc.From, suggestName(rc.From, names)))
+		}
+		if _, err := CronParser.Parse(rc.Schedule); err != nil {
+			errs = append(errs, Errorf(c.File, ValueNode(rc.Node, "schedule"), p+".schedule", "invalid cron schedule: %v", err))
+		}
+		if rc.Lookback == 0 {
+			c.Reconcile[i].Lookback = Duration(DefaultLookback)
 		}
 	}
 	return errs

@@ -76,7 +76,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVarP(&g.config, "config", "c", "clinicbridge.yaml", "config file")
 	root.AddCommand(
 		runCmd(g), validateCmd(g), testCmd(g), mapCmd(g), schemaCmd(),
-		eventsCmd(g), deliveriesCmd(g), replayCmd(g),
+		eventsCmd(g), deliveriesCmd(g), replayCmd(g), reconcileCmd(g),
 		fakeCmd(), sendTestCmd(g), versionCmd(),
 	)
 	return root

@@ -98,9 +98,28 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("idempotency_header: %q is not a valid HTTP header name", c.IdempotencyHeader))
 	}
 	if c.Auth != nil {
-		errs = append(errs, c.Auth.validate()...)
+		errs = append(errs, c.Auth.Validate())
 	}
 	return errors.Join(errs...)
+}
+
+// Validate checks that exactly one credential is set and well formed.
+func (a *Auth) Validate() error { return errors.Join(a.validate()...) }
+
+// Apply sets the credential on h. Other connectors that call HTTP APIs with
+// configurable auth (poll) share it, so `auth:` means the same everywhere.
+func (a *Auth) Apply(h stdhttp.Header) {
+	switch {
+	case a == nil:
+	case a.Bearer != "":
+		h.Set("Authorization", "Bearer "+a.Bearer)
+	case a.Basic != nil:
+		r := &stdhttp.Request{Header: stdhttp.Header{}}
+		r.SetBasicAuth(a.Basic.Username, a.Basic.Password)
+		h.Set("Authorization", r.Header.Get("Authorization"))
+	case a.Header != nil:
+		h.Set(a.Header.Name, a.Header.Value)
+	}
 }
 
 func (a *Auth) validate() []error {
@@ -164,24 +183,7 @@ var fields = []config.Field{
 		Doc: "Extra request headers. Their values never appear in errors or logs. Content-Type defaults to " +
 			"application/json and may be overridden here.",
 	},
-	{
-		Name: "auth", Kind: config.KindObject, OneOf: true,
-		Doc: "Credentials: exactly one of bearer, basic or header.",
-		Fields: []config.Field{
-			{Name: "bearer", Kind: config.KindString, Secret: true, Example: "${PORTAL_TOKEN}",
-				Doc: "Token sent as `Authorization: Bearer <token>`."},
-			{Name: "basic", Kind: config.KindObject, Doc: "HTTP Basic authentication.",
-				Fields: []config.Field{
-					{Name: "username", Kind: config.KindString, Required: true, Doc: "User name."},
-					{Name: "password", Kind: config.KindString, Required: true, Secret: true, Example: "${PORTAL_PASSWORD}", Doc: "Password."},
-				}},
-			{Name: "header", Kind: config.KindObject, Doc: "A credential in a header of its own (an API key).",
-				Fields: []config.Field{
-					{Name: "name", Kind: config.KindString, Required: true, Example: "X-Api-Key", Doc: "Header name."},
-					{Name: "value", Kind: config.KindString, Required: true, Secret: true, Example: "${PORTAL_API_KEY}", Doc: "Header value."},
-				}},
-		},
-	},
+	AuthField,
 	{
 		Name: "timeout", Kind: config.KindDuration, Default: "30s",
 		Doc: "Limit for one delivery attempt, connecting and reading the answer included. A timeout after " +
@@ -192,5 +194,26 @@ var fields = []config.Field{
 		Name: "idempotency_header", Kind: config.KindString, Default: DefaultIdempotencyHeader,
 		Doc: "Header carrying the delivery's idempotency key, which is the same on every attempt and replay " +
 			"of one (event, route).",
+	},
+}
+
+// AuthField declares the `auth:` block; connectors that take the same
+// credentials (poll) declare it with this value.
+var AuthField = config.Field{
+	Name: "auth", Kind: config.KindObject, OneOf: true,
+	Doc: "Credentials: exactly one of bearer, basic or header.",
+	Fields: []config.Field{
+		{Name: "bearer", Kind: config.KindString, Secret: true, Example: "${PORTAL_TOKEN}",
+			Doc: "Token sent as `Authorization: Bearer <token>`."},
+		{Name: "basic", Kind: config.KindObject, Doc: "HTTP Basic authentication.",
+			Fields: []config.Field{
+				{Name: "username", Kind: config.KindString, Required: true, Doc: "User name."},
+				{Name: "password", Kind: config.KindString, Required: true, Secret: true, Example: "${PORTAL_PASSWORD}", Doc: "Password."},
+			}},
+		{Name: "header", Kind: config.KindObject, Doc: "A credential in a header of its own (an API key).",
+			Fields: []config.Field{
+				{Name: "name", Kind: config.KindString, Required: true, Example: "X-Api-Key", Doc: "Header name."},
+				{Name: "value", Kind: config.KindString, Required: true, Secret: true, Example: "${PORTAL_API_KEY}", Doc: "Header value."},
+			}},
 	},
 }

@@ -84,18 +84,7 @@ func New(c *Config, env connectors.Env) (*Sink, error) {
 	for k, v := range c.Headers {
 		s.header.Set(k, v)
 	}
-	if a := c.Auth; a != nil {
-		switch {
-		case a.Bearer != "":
-			s.header.Set("Authorization", "Bearer "+a.Bearer)
-		case a.Basic != nil:
-			r := &stdhttp.Request{Header: stdhttp.Header{}}
-			r.SetBasicAuth(a.Basic.Username, a.Basic.Password)
-			s.header.Set("Authorization", r.Header.Get("Authorization"))
-		case a.Header != nil:
-			s.header.Set(a.Header.Name, a.Header.Value)
-		}
-	}
+	c.Auth.Apply(s.header)
 	s.client = newClient(s.timeout)
 	return s, nil
 }

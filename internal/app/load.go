@@ -19,6 +19,7 @@ import (
 	"github.com/clinicbridge/clinicbridge/config"
 	"github.com/clinicbridge/clinicbridge/connectors"
 	"github.com/clinicbridge/clinicbridge/internal/pipeline"
+	"github.com/clinicbridge/clinicbridge/internal/reconcile"
 	"github.com/clinicbridge/clinicbridge/internal/store"
 	"github.com/clinicbridge/clinicbridge/mapping"
 )
@@ -34,6 +35,7 @@ type Agent struct {
 	Connectors map[string]connectors.Type // by connector name
 	// Mappings are the mapping files the routes use, with their programs.
 	Mappings map[string]*mapping.Program
+	Reconcilers []*reconcile.Reconciler
 	// Warnings are problems that do not stop the agent.
 	Warnings []string
 
@@ -98,7 +100,13 @@ func Load(path string, reg *connectors.Registry, opts config.Options, log zerolo
 		p := "reconcile[" + strconv.Itoa(i) + "]"
 		if t, ok := a.Connectors[rc.From]; ok && !t.Lister {
 			errs = append(errs, config.Errorf(cfg.File, config.ValueNode(rc.Node, "from"), p+".from", "connector %q (type %s) cannot list events for reconciliation", rc.From, t.Name))
+			continue
 		}
+		sched, _ := config.CronParser.Parse(rc.Schedule) // checked by config
+		a.Reconcilers = append(a.Reconcilers, &reconcile.Reconciler{
+			Name: rc.Name, From: rc.From, Schedule: sched, Lookback: rc.Lookback.Std(),
+			Lister: a.Listers[rc.From], Types: a.typesFrom(rc.From),
+		})
 	}
 	if len(errs) > 0 {
 		a.Close()
@@ -254,6 +262,24 @@ func flatten(err error) []error {
 
 func sinceMidnight(t time.Time) time.Duration {
 	return time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute
+}
+
+// typesFrom is every event type the routes from source act on, for listers
+// that filter server-side; nil when some route takes every type.
+func (a *Agent) typesFrom(source string) []string {
+	var types []string
+	for _, r := range a.Routes {
+		if r.From != source {
+			continue
+		}
+		if len(r.Events) == 0 {
+			return nil
+		}
+		types = append(types, r.Events...)
+		types = append(types, r.CancelOn...)
+	}
+	slices.Sort(types)
+	return slices.Compact(types)
 }
 
 // Route returns the compiled route called name.

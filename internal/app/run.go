@@ -14,6 +14,7 @@ import (
 	"github.com/clinicbridge/clinicbridge/connectors"
 	"github.com/clinicbridge/clinicbridge/internal/metrics"
 	"github.com/clinicbridge/clinicbridge/internal/pipeline"
+	"github.com/clinicbridge/clinicbridge/internal/reconcile"
 	"github.com/clinicbridge/clinicbridge/internal/server"
 	"github.com/clinicbridge/clinicbridge/internal/store"
 )
@@ -41,11 +42,14 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 	var st store.Store
 	m := metrics.New(func(ctx context.Context) (store.Stats, error) { return st.Stats(ctx) })
 	pl := pipeline.New(pipeline.Params{Routes: a.Routes, Logger: log, Metrics: m})
+	rec := reconcile.New(a.Reconcilers, pl, log, m)
 	st, err := store.Open(ctx, store.Params{
 		Driver:      cfg.Store.Driver,
 		Path:        cfg.Store.Path,
 		URL:         cfg.Store.URL,
 		Worker:      pl.Worker(),
+		Reconciler:  rec.Worker(),
+		Periodic:    rec.Periodic(),
 		RetryPolicy: pl.RetryPolicy(),
 		Logger:      slog.New(zerologHandler{log.With().Str("component", "queue").Logger()}),
 	})
@@ -54,6 +58,7 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 	}
 	defer st.Close()
 	pl.SetStore(st)
+	rec.SetStore(st)
 	a.store.Store(&st)
 	defer a.store.Store(nil)
 
@@ -78,7 +83,7 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 		Log:       log,
 		Metrics:   m,
 	}
-	admin := &server.Admin{Store: st, Token: cfg.Admin.Token, Log: log, Metrics: m}
+	admin := &server.Admin{Store: st, Token: cfg.Admin.Token, Log: log, Metrics: m, Reconcile: rec.Run}
 	hooksSrv := &http.Server{Handler: hooks.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	adminSrv := &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 10 * time.Second}
 

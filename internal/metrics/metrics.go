@@ -26,6 +26,13 @@ type Metrics struct {
 	Deliveries *prometheus.CounterVec
 	// Latency is from receipt of the event to a successful delivery.
 	Latency *prometheus.HistogramVec
+
+	// ReconcileRecovered counts events a reconciler found that no webhook brought.
+	ReconcileRecovered *prometheus.CounterVec
+	// ReconcileRuns counts runs by reconciler and outcome (ok, error).
+	ReconcileRuns *prometheus.CounterVec
+	// ReconcileDuration is how long runs take.
+	ReconcileDuration *prometheus.HistogramVec
 }
 
 // New creates and registers the metrics. stats, when set, feeds queue gauges
@@ -48,7 +55,20 @@ func New(stats func(context.Context) (store.Stats, error)) *Metrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200},
 		}, []string{"route"}),
 	}
-	reg.MustRegister(m.Received, m.Deliveries, m.Latency,
+	m.ReconcileRecovered = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "clinicbridge_reconcile_recovered_total",
+		Help: "Events found by reconciliation that no webhook had delivered, by reconciler.",
+	}, []string{"reconciler"})
+	m.ReconcileRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "clinicbridge_reconcile_runs_total",
+		Help: "Reconcile runs, by reconciler and outcome (ok, error).",
+	}, []string{"reconciler", "outcome"})
+	m.ReconcileDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "clinicbridge_reconcile_run_duration_seconds",
+		Help:    "Duration of reconcile runs, by reconciler.",
+		Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 300},
+	}, []string{"reconciler"})
+	reg.MustRegister(m.Received, m.Deliveries, m.Latency, m.ReconcileRecovered, m.ReconcileRuns, m.ReconcileDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if stats != nil {
 		reg.MustRegister(&queueCollector{stats: stats})

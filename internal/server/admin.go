@@ -15,13 +15,16 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/clinicbridge/clinicbridge/internal/metrics"
+	"github.com/clinicbridge/clinicbridge/internal/reconcile"
 	"github.com/clinicbridge/clinicbridge/internal/store"
 )
 
 // Admin serves the admin API and /metrics. Every request needs the bearer
 // token; /metrics too, since queue depth by route is operational detail.
 type Admin struct {
-	Store   store.Store
+	Store store.Store
+	// Reconcile runs a reconciler now and returns its report.
+	Reconcile func(ctx context.Context, name, trigger string) (store.Run, error)
 	Token   string
 	Log     zerolog.Logger
 	Metrics *metrics.Metrics
@@ -54,6 +57,8 @@ func (a *Admin) Handler() http.Handler {
 	mux.HandleFunc("GET /api/deliveries", a.deliveries)
 	mux.HandleFunc("GET /api/deliveries/{id}", a.delivery)
 	mux.HandleFunc("POST /api/replay", a.replay)
+	mux.HandleFunc("POST /api/reconcile/{name}/run", a.reconcileRun)
+	mux.HandleFunc("GET /api/reconcile/runs", a.reconcileRuns)
 	return a.auth(mux)
 }
 
@@ -179,6 +184,32 @@ func (a *Admin) replay(w http.ResponseWriter, r *http.Request) {
 	}
 	a.Log.Info().Int("count", len(ids)).Str("route", req.Route).Msg("admin: replay")
 	writeJSON(w, http.StatusOK, map[string]any{"replayed": nonNil(ids)})
+}
+
+func (a *Admin) reconcileRun(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	run, err := a.Reconcile(r.Context(), name, "manual")
+	a.Log.Info().Str("reconciler", name).Str("run", run.ID).Msg("admin: reconcile run")
+	if err != nil && run.ID == "" {
+		if errors.Is(err, reconcile.ErrUnknown) {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+			return
+		}
+		a.fail(w, err)
+		return
+	}
+	// A run that failed midway is still a report: it says where and why.
+	writeJSON(w, http.StatusOK, map[string]any{"run": run})
+}
+
+func (a *Admin) reconcileRuns(w http.ResponseWriter, r *http.Request) {
+	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	runs, err := a.Store.Runs(r.Context(), r.URL.Query().Get("name"), limit)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"runs": nonNil(runs)})
 }
 
 func nonNil[T any](s []T) []T {

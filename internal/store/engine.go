@@ -430,6 +430,49 @@ func (e *engine[TTx]) Deliveries(ctx context.Context, f DeliveryFilter) ([]Deliv
 	return ds, e.wrap(err)
 }
 
+func (e *engine[TTx]) Watermark(ctx context.Context, name string) (time.Time, error) {
+	v, err := queryOne(ctx, e.read, scanInt64, `SELECT at FROM cb_watermarks WHERE name = $1`, name)
+	if errors.Is(err, ErrNotFound) {
+		return time.Time{}, nil
+	}
+	return fromUsec(v), e.wrap(err)
+}
+
+func (e *engine[TTx]) FinishRun(ctx context.Context, r Run) error {
+	_, err := e.writer.do(ctx, &request[TTx]{fn: func(ctx context.Context, tx TTx) error {
+		q := e.inTx(tx)
+		if _, err := q.exec(ctx, `INSERT INTO cb_reconcile_runs (id, name, cause, started_at, finished_at, listed, known, recovered, error, watermark_before, watermark_after)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)`, r.ID, r.Name, r.Trigger, usec(r.StartedAt), usec(r.FinishedAt),
+			r.Listed, r.Known, r.Recovered, r.Error, usec(r.WatermarkBefore), usec(r.WatermarkAfter)); err != nil {
+			return err
+		}
+		if r.Error != "" || r.WatermarkAfter.IsZero() {
+			return nil // a failed run keeps the old watermark
+		}
+		_, err := q.exec(ctx, `INSERT INTO cb_watermarks (name, at) VALUES ($1, $2)
+			ON CONFLICT (name) DO UPDATE SET at = CASE WHEN excluded.at > cb_watermarks.at THEN excluded.at ELSE cb_watermarks.at END`,
+			r.Name, usec(r.WatermarkAfter))
+		return err
+	}})
+	return e.wrap(err)
+}
+
+const selectRun = `SELECT id, name, cause, started_at, finished_at, listed, known, recovered, error, watermark_before, watermark_after FROM cb_reconcile_runs`
+
+func scanRun(r rows) (Run, error) {
+	var run Run
+	var started, finished, before, after int64
+	err := r.Scan(&run.ID, &run.Name, &run.Trigger, &started, &finished, &run.Listed, &run.Known, &run.Recovered, &run.Error, &before, &after)
+	run.StartedAt, run.FinishedAt, run.WatermarkBefore, run.WatermarkAfter = fromUsec(started), fromUsec(finished), fromUsec(before), fromUsec(after)
+	return run, err
+}
+
+func (e *engine[TTx]) Runs(ctx context.Context, name string, n int) ([]Run, error) {
+	where, args := filters{}.add(name != "", "name = ", name).build()
+	runs, err := queryAll(ctx, e.read, scanRun, selectRun+where+` ORDER BY started_at DESC LIMIT `+limit(n), args...)
+	return runs, e.wrap(err)
+}
+
 func (e *engine[TTx]) Stats(ctx context.Context) (Stats, error) {
 	st := Stats{ByState: map[State]int{}}
 	type row struct {

@@ -53,6 +53,10 @@ func riverConfig(p Params) *river.Config {
 	if p.Worker != nil {
 		workers := river.NewWorkers()
 		river.AddWorker(workers, p.Worker)
+		if p.Reconciler != nil {
+			river.AddWorker(workers, p.Reconciler)
+			cfg.PeriodicJobs = p.Periodic
+		}
 		cfg.Workers = workers
 		maxWorkers := p.MaxWorkers
 		if maxWorkers <= 0 {

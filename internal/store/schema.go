@@ -55,6 +55,26 @@ var migrations = []string{
 		updated_at BIGINT NOT NULL,
 		PRIMARY KEY (scope, key)
 	);`,
+
+	// Reconciliation: one watermark per reconciler and a record of each run.
+	`CREATE TABLE cb_watermarks (
+		name TEXT PRIMARY KEY,
+		at   BIGINT NOT NULL
+	);
+	CREATE TABLE cb_reconcile_runs (
+		id              TEXT PRIMARY KEY,
+		name            TEXT NOT NULL,
+		cause           TEXT NOT NULL,
+		started_at      BIGINT NOT NULL,
+		finished_at     BIGINT NOT NULL,
+		listed          INTEGER NOT NULL,
+		known           INTEGER NOT NULL,
+		recovered       INTEGER NOT NULL,
+		error           TEXT NOT NULL DEFAULT '',
+		watermark_before BIGINT NOT NULL,
+		watermark_after  BIGINT NOT NULL
+	);
+	CREATE INDEX cb_reconcile_runs_name ON cb_reconcile_runs (name, started_at);`,
 }
 
 // SchemaVersion is the newest schema this binary knows.

@@ -163,6 +163,14 @@ type Store interface {
 	// State is durable key-value storage for the connector called scope.
 	State(scope string) connectors.State
 
+	// Watermark is where reconciler name's last successful run got to (zero: never ran).
+	Watermark(ctx context.Context, name string) (time.Time, error)
+	// FinishRun records a reconcile run and, when it succeeded, advances the
+	// watermark to run.WatermarkAfter (never backwards), in one transaction.
+	FinishRun(ctx context.Context, run Run) error
+	// Runs lists reconcile runs, newest first (name "" for all).
+	Runs(ctx context.Context, name string, limit int) ([]Run, error)
+
 	Stats(ctx context.Context) (Stats, error)
 	Ping(ctx context.Context) error
 
@@ -171,6 +179,29 @@ type Store interface {
 	Stop(ctx context.Context) error
 	Close() error
 }
+
+// Run is one reconciliation run.
+type Run struct {
+	ID              string    `json:"id"`
+	Name            string    `json:"name"`
+	Trigger         string    `json:"trigger"` // schedule | manual | gap
+	StartedAt       time.Time `json:"started_at"`
+	FinishedAt      time.Time `json:"finished_at"`
+	Listed          int       `json:"listed"`    // items the source listed
+	Known           int       `json:"known"`     // already stored (webhook arrived)
+	Recovered       int       `json:"recovered"` // new: the webhook was missed
+	Error           string    `json:"error,omitempty"`
+	WatermarkBefore time.Time `json:"watermark_before,omitzero"`
+	WatermarkAfter  time.Time `json:"watermark_after,omitzero"`
+}
+
+// ReconcileArgs is the queue job for one scheduled reconcile run.
+type ReconcileArgs struct {
+	Name string `json:"name"`
+}
+
+// Kind names the River job kind.
+func (ReconcileArgs) Kind() string { return "cb_reconcile" }
 
 // DeliveryArgs is the queue job for one delivery attempt.
 type DeliveryArgs struct {
@@ -190,7 +221,11 @@ type Params struct {
 	Schema string
 
 	// Worker runs delivery jobs; nil opens an insert-only store (tools, tests).
-	Worker      river.Worker[DeliveryArgs]
+	Worker river.Worker[DeliveryArgs]
+	// Reconciler runs reconcile jobs, which Periodic schedules (on the River
+	// leader only, so several agents run each slot once).
+	Reconciler  river.Worker[ReconcileArgs]
+	Periodic    []*river.PeriodicJob
 	RetryPolicy river.ClientRetryPolicy
 	MaxWorkers  int // default 200
 	// Linger is how long the group committer waits for company before committing

@@ -273,4 +273,33 @@ func Run(t *testing.T, open Opener) {
 		require.NoError(t, err)
 		require.Equal(t, "delivered", d.ReceiptStatus)
 	})
+
+	t.Run("ReconcileRunsAndWatermarks", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, store.Params{})
+		ctx := context.Background()
+		wm, err := s.Watermark(ctx, "bookings")
+		require.NoError(t, err)
+		require.True(t, wm.IsZero())
+		t1 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
+		require.NoError(t, s.FinishRun(ctx, store.Run{ID: "r1", Name: "bookings", Trigger: "manual", StartedAt: t1, FinishedAt: t1, Listed: 10, Recovered: 2, WatermarkAfter: t1}))
+		// A failed run keeps the old watermark; an older one never moves it back.
+		require.NoError(t, s.FinishRun(ctx, store.Run{ID: "r2", Name: "bookings", Trigger: "schedule", StartedAt: t1, FinishedAt: t1, Error: "page 3: 500", WatermarkAfter: t1.Add(time.Hour)}))
+		require.NoError(t, s.FinishRun(ctx, store.Run{ID: "r3", Name: "bookings", Trigger: "schedule", StartedAt: t1.Add(time.Minute), FinishedAt: t1, WatermarkAfter: t1.Add(-time.Hour)}))
+		wm, err = s.Watermark(ctx, "bookings")
+		require.NoError(t, err)
+		require.True(t, wm.Equal(t1), wm)
+		runs, err := s.Runs(ctx, "bookings", 10)
+		require.NoError(t, err)
+		require.Len(t, runs, 3)
+		require.Equal(t, "r3", runs[0].ID)
+		var failed store.Run
+		for _, r := range runs {
+			if r.ID == "r2" {
+				failed = r
+			}
+		}
+		require.Equal(t, "page 3: 500", failed.Error)
+		require.Equal(t, "schedule", failed.Trigger)
+	})
 }
