@@ -54,6 +54,9 @@ type Inbound struct {
 	Receipts []ReceiptUpdate
 	// Reply, when set, replaces the server's default reply (a handshake answer).
 	Reply *Reply
+	// Reconcile asks for a reconcile run of this source now: the source saw
+	// a gap (a missed notification number) that only its list API can fill.
+	Reconcile bool
 }
 
 // ReceiptUpdate moves the receipt of the delivery whose ExternalID matches.

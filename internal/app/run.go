@@ -82,6 +82,7 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 		PublicURL: cfg.Server.PublicURL,
 		Log:       log,
 		Metrics:   m,
+		Reconcile: rec.RunSource,
 	}
 	admin := &server.Admin{Store: st, Token: cfg.Admin.Token, Log: log, Metrics: m, Reconcile: rec.Run}
 	hooksSrv := &http.Server{Handler: hooks.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}

@@ -143,6 +143,22 @@ func (e *Engine) Run(ctx context.Context, name, trigger string) (store.Run, erro
 	return run, nil
 }
 
+// RunSource starts, in the background, every reconciler that lists source
+// (trigger "gap"). Runs of one reconciler are serialized, and dedupe makes an
+// extra run harmless.
+func (e *Engine) RunSource(source string) {
+	for _, r := range e.order {
+		if r.From != source {
+			continue
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+			defer cancel()
+			_, _ = e.Run(ctx, r.Name, "gap") // recorded and logged by Run
+		}()
+	}
+}
+
 func newRunID() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)

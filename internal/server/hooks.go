@@ -38,6 +38,9 @@ type Hooks struct {
 	PublicURL string // server.public_url, for schemes that sign the URL
 	Log       zerolog.Logger
 	Metrics   *metrics.Metrics
+	// Reconcile starts, in the background, the reconcilers that list the
+	// named source (a source that noticed a gap asks for it).
+	Reconcile func(source string)
 }
 
 // Handler returns the public mux.
@@ -118,6 +121,10 @@ func (h *Hooks) hook(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(in.Receipts) > 0 {
 		outcome("receipt")
+	}
+	if in.Reconcile && h.Reconcile != nil {
+		log.Info().Msg("source reported a gap: starting its reconcilers")
+		h.Reconcile(name)
 	}
 	fresh, err := h.Accept.Accept(r.Context(), in.Events)
 	if err != nil {
