@@ -118,6 +118,11 @@ type Action struct {
 	// Idempotent says the remote dedupes by Delivery.IdempotencyKey, so a
 	// retry after an ambiguous failure, or a replay, cannot act twice.
 	Idempotent bool
+	// Overwrites says the action replaces the target's state for the key
+	// (an update or upsert): the pipeline skips (reason `stale`) a delivery
+	// whose event is older than one already delivered for the same route and
+	// key, so out-of-order events never overwrite newer data.
+	Overwrites bool
 }
 
 // Delivery is one mapped document on its way to a sink.

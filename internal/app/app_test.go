@@ -18,8 +18,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 
 	"github.com/clinicbridge/clinicbridge/config"
+	"github.com/clinicbridge/clinicbridge/connectors"
 	"github.com/clinicbridge/clinicbridge/connectors/all"
 	"github.com/clinicbridge/clinicbridge/connectors/http/httpfake"
 	"github.com/clinicbridge/clinicbridge/connectors/webhook"
@@ -78,8 +80,13 @@ routes:
     retry: {max_attempts: 5, backoff: [200ms]}
 `
 
-// start runs an agent on cfg (with {{SINK}} and {{STORE}} filled in).
+// start runs an agent on cfg (with {{SINK}} filled in) with every shipped connector type.
 func start(t *testing.T, cfg string, storeYAML string) *bundle {
+	t.Helper()
+	return startWith(t, all.Registry(), cfg, storeYAML)
+}
+
+func startWith(t *testing.T, reg *connectors.Registry, cfg string, storeYAML string) *bundle {
 	t.Helper()
 	b := &bundle{sink: httpfake.New(), logs: &syncBuffer{}, done: make(chan error, 1)}
 	sinkSrv := httptest.NewServer(b.sink)
@@ -92,7 +99,7 @@ func start(t *testing.T, cfg string, storeYAML string) *bundle {
 	path := filepath.Join(dir, "clinicbridge.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
 	log := zerolog.New(b.logs)
-	a, err := app.Load(path, all.Registry(), config.Options{}, log)
+	a, err := app.Load(path, reg, config.Options{}, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { a.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -339,4 +346,46 @@ func TestNeedsWaitsForTheOtherRoute(t *testing.T) {
 	b.send(t, "pay_2", `{"type":"payment.succeeded","data":{"payment":"p2","invoice":"in_404"}}`)
 	d := b.waitState(t, "pay_2", store.Dead)
 	require.Contains(t, d.LastError, "needs: route invoices had no success for this key within 3s")
+}
+
+// TestStaleUpdatesAreSkipped: for an action that overwrites the target's
+// state, an event older than one already delivered for the key is skipped.
+func TestStaleUpdatesAreSkipped(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var got []string
+	reg := all.Registry()
+	reg.Register(connectors.Type{
+		Name: "portal", Doc: "test", Actions: []connectors.Action{{Name: "upsert", Overwrites: true}},
+		Build: func(*yaml.Node, connectors.Env) (any, error) {
+			return sinkFunc(func(_ context.Context, d connectors.Delivery) (connectors.Receipt, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, d.Document["name"].(string))
+				return connectors.Receipt{ExternalID: "x"}, nil
+			}), nil
+		},
+	})
+	b := startWith(t, reg, `version: 1
+server: {listen: 127.0.0.1:0}
+admin: {listen: 127.0.0.1:0}
+connectors:
+  inbox: {type: webhook, webhook_secret: "`+secret+`", event: {key: payload.data.patient}}
+  portal: {type: portal}
+routes:
+  - name: sync
+    from: inbox
+    map: {fields: {name: {from: payload.data.name}}}
+    to: portal
+`, "")
+	require.Equal(t, 200, b.send(t, "v2", `{"type":"Patient.update","timestamp":"2026-11-28T10:00:00Z","data":{"patient":"p1","name":"newer"}}`).StatusCode, b.logs.String())
+	b.waitState(t, "v2", store.Succeeded)
+	b.send(t, "v1", `{"type":"Patient.update","timestamp":"2026-11-28T09:00:00Z","data":{"patient":"p1","name":"older"}}`)
+	d := b.waitState(t, "v1", store.Skipped)
+	require.Equal(t, "stale", d.LastError)
+	b.send(t, "v3", `{"type":"Patient.update","timestamp":"2026-11-28T11:00:00Z","data":{"patient":"p1","name":"newest"}}`)
+	b.waitState(t, "v3", store.Succeeded)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{"newer", "newest"}, got)
 }

@@ -136,6 +136,15 @@ func (p *Pipeline) deliver(ctx context.Context, job *rivertype.JobRow, id string
 	if r.Retry.MaxAge > 0 && p.now().Sub(ev.ReceivedAt) > r.Retry.MaxAge && d.Attempts > 0 {
 		return p.finish(ctx, log, d, store.Dead, fmt.Sprintf("gave up: older than retry.max_age %s; last error: %s", r.Retry.MaxAge, d.LastError), "", true, false)
 	}
+	if r.Action.Overwrites && d.Key != "" {
+		stale, err := p.stale(ctx, d, ev)
+		if err != nil {
+			return err
+		}
+		if stale {
+			return p.finish(ctx, log, d, store.Skipped, "stale", "", false, false)
+		}
+	}
 	input, err := Input(ev.Event, ev.ReceivedAt)
 	if err != nil {
 		return p.finish(ctx, log, d, store.Dead, err.Error(), "", true, false)
@@ -175,6 +184,26 @@ func (p *Pipeline) deliver(ctx context.Context, job *rivertype.JobRow, id string
 		return p.finish(ctx, log, d, store.Succeeded, "", receipt.ExternalID, false, true)
 	}
 	return p.failed(ctx, log, job, d, r, err)
+}
+
+// stale reports whether a newer event was already delivered for this
+// delivery's route and key.
+func (p *Pipeline) stale(ctx context.Context, d store.Delivery, ev store.EventRecord) (bool, error) {
+	last, err := p.store.Succeeded(ctx, d.Route, d.Key)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && last.ID == d.ID) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	lastEv, err := p.store.Event(ctx, last.Source, last.EventID)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil // purged: nothing to compare with
+	}
+	if err != nil {
+		return false, err
+	}
+	return ev.OccurredAt.Before(lastEv.OccurredAt), nil
 }
 
 // needs looks for the delivery r depends on. It returns what the mapping
