@@ -47,8 +47,33 @@ type TLS struct {
 }
 
 type Admin struct {
-	Listen string `yaml:"listen"`
-	Token  string `yaml:"token"`
+	Listen string       `yaml:"listen"`
+	Token  string       `yaml:"token"`
+	Tokens []AdminToken `yaml:"tokens"`
+}
+
+// AdminToken is a named admin API token with scopes.
+type AdminToken struct {
+	Name   string   `yaml:"name"`
+	Token  string   `yaml:"token"`
+	Scopes []string `yaml:"scopes"`
+}
+
+// Admin scopes: read sees, replay also operates (replay, reconcile run),
+// admin may do everything (purge, rekey, reload).
+const (
+	ScopeRead   = "read"
+	ScopeReplay = "replay"
+	ScopeAdmin  = "admin"
+)
+
+// AllTokens is admin.token (named "admin", every scope) plus admin.tokens.
+func (a Admin) AllTokens() []AdminToken {
+	out := make([]AdminToken, 0, len(a.Tokens)+1)
+	if a.Token != "" {
+		out = append(out, AdminToken{Name: "admin", Token: a.Token, Scopes: []string{ScopeAdmin}})
+	}
+	return append(out, a.Tokens...)
 }
 
 type Store struct {
@@ -332,6 +357,22 @@ func (c *Config) check(root *yaml.Node) []error {
 	}
 	if c.Store.Driver == "postgres" && c.Store.URL == "" {
 		errs = append(errs, Errorf(c.File, ValueNode(root, "store"), "store.url", "required when store.driver is postgres"))
+	}
+	tokenNames := map[string]bool{}
+	if c.Admin.Token != "" {
+		tokenNames["admin"] = true
+	}
+	if n := ValueNode(ValueNode(root, "admin"), "tokens"); n != nil {
+		for i, tk := range c.Admin.Tokens {
+			p := "admin.tokens[" + strconv.Itoa(i) + "]"
+			if tokenNames[tk.Name] {
+				errs = append(errs, Errorf(c.File, ValueNode(n.Content[i], "name"), p+".name", "duplicate token name %q", tk.Name))
+			}
+			tokenNames[tk.Name] = true
+			if len(tk.Token) < 16 {
+				errs = append(errs, Errorf(c.File, ValueNode(n.Content[i], "token"), p+".token", "too short: use at least 16 random characters"))
+			}
+		}
 	}
 	names := map[string]bool{}
 	for _, cn := range c.Connectors {

@@ -39,7 +39,7 @@ type Field struct {
 	Example  string
 	Required bool
 	Secret   bool     // never printed; expected to come from ${ENV} or ${file:...}
-	Enum     []string // allowed values for a string
+	Enum     []string // allowed values for a string, or for each item of a list of strings
 	Fields   []Field  // for objects and lists of objects
 	// OneOf, for an object, says that exactly one of its Fields may be set
 	// (e.g. an auth block: bearer | basic | header).
@@ -128,6 +128,8 @@ func check(errs *[]error, file string, n *yaml.Node, f Field, path string) {
 		for i, item := range n.Content {
 			if item.Kind != yaml.ScalarNode {
 				*errs = append(*errs, Errorf(file, item, fmt.Sprintf("%s[%d]", path, i), "expected a string, got %s", describe(item)))
+			} else if err := checkScalar(Field{Kind: KindString, Enum: f.Enum}, item.Value); err != nil {
+				*errs = append(*errs, Errorf(file, item, fmt.Sprintf("%s[%d]", path, i), "%v", err))
 			}
 		}
 	case KindStringMap:

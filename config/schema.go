@@ -88,6 +88,9 @@ func fieldSchema(f Field) map[string]any {
 		s = map[string]any{"type": "object", "additionalProperties": map[string]any{"type": []any{"string", "number", "boolean"}}}
 	case KindStringList:
 		s = map[string]any{"type": "array", "items": map[string]any{"type": []any{"string", "number", "boolean"}}}
+		if len(f.Enum) > 0 {
+			s["items"] = map[string]any{"enum": toAny(f.Enum)}
+		}
 	case KindObject:
 		s = objectSchema(f.Fields)
 		if f.OneOf {

@@ -15,7 +15,12 @@ var Spec = []Field{
 	}},
 	{Name: "admin", Kind: KindObject, Doc: "The admin API and /metrics; never on the public listener.", Fields: []Field{
 		{Name: "listen", Kind: KindString, Default: DefaultAdminListen, Doc: "Address of the admin API. A non-loopback address requires a token."},
-		{Name: "token", Kind: KindString, Secret: true, Example: "${CLINICBRIDGE_ADMIN_TOKEN}", Doc: "Bearer token for the admin API and admin CLI verbs."},
+		{Name: "token", Kind: KindString, Secret: true, Example: "${CLINICBRIDGE_ADMIN_TOKEN}", Doc: "Bearer token for the admin API and admin CLI verbs, with every scope (its name in the audit log is `admin`)."},
+		{Name: "tokens", Kind: KindObjectList, Doc: "More named tokens with scopes: `read` (list and show, metrics, audit verify), `replay` (also replay and reconcile run), `admin` (everything).", Fields: []Field{
+			{Name: "name", Kind: KindString, Required: true, Doc: "Who the token is, as the audit log records it."},
+			{Name: "token", Kind: KindString, Required: true, Secret: true, Example: "${ONCALL_TOKEN}"},
+			{Name: "scopes", Kind: KindStringList, Required: true, Enum: []string{ScopeRead, ScopeReplay, ScopeAdmin}, Example: "[read, replay]"},
+		}},
 	}},
 	{Name: "store", Kind: KindObject, Doc: "Durable state: events, deliveries, the queue.", Fields: []Field{
 		{Name: "driver", Kind: KindString, Default: "sqlite", Enum: []string{"sqlite", "postgres"}, Doc: "sqlite for one agent; postgres for several agents sharing one database."},

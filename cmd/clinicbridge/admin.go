@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -23,7 +24,64 @@ func adminClient(g *globals) (*server.Client, error) {
 	if err != nil {
 		return nil, usageErr(err)
 	}
-	return server.NewClient(cfg.Admin.Listen, cfg.Admin.Token), nil
+	tokens := cfg.Admin.AllTokens()
+	token := ""
+	for _, t := range tokens {
+		if g.as == "" || t.Name == g.as {
+			token = t.Token
+			break
+		}
+	}
+	if g.as != "" && token == "" {
+		return nil, usageErr(fmt.Errorf("--as %q: no admin token by that name in %s", g.as, g.config))
+	}
+	return server.NewClient(cfg.Admin.Listen, token), nil
+}
+
+func auditCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "Read and verify the audit log of admin actions (via the admin API)"}
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List audit entries, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var out struct{ Entries []store.AuditEntry }
+			if err := call(g, "GET", "/api/audit", url.Values{"limit": {strconv.Itoa(limit)}}, nil, &out); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ	AT	ACTOR	ACTION	TARGET	OUTCOME")
+			for _, e := range out.Entries {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.At.Format(time.RFC3339), e.Actor, e.Action, short(e.Target, 50), short(e.Outcome, 40))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().IntVar(&limit, "limit", 50, "at most this many")
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "Check the audit log's hash chain; exits 1 and names the entry if it was tampered with",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var out struct {
+				OK      bool
+				Entries int
+				Seq     int64
+				Error   string
+			}
+			if err := call(g, "GET", "/api/audit/verify", nil, nil, &out); err != nil {
+				return err
+			}
+			if !out.OK {
+				return failureErr(errors.New(out.Error))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "audit log ok: %d entries verified\n", out.Entries)
+			return nil
+		},
+	}
+	cmd.AddCommand(list, verify)
+	return cmd
 }
 
 func call(g *globals, method, path string, q url.Values, body, out any) error {

@@ -63,6 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 type globals struct {
 	config string
+	as     string // admin token name for admin verbs
 }
 
 func newRoot() *cobra.Command {
@@ -74,9 +75,10 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVarP(&g.config, "config", "c", "clinicbridge.yaml", "config file")
+	root.PersistentFlags().StringVar(&g.as, "as", "", "admin verbs: use this named token from admin.tokens (default: admin.token, else the first)")
 	root.AddCommand(
 		runCmd(g), validateCmd(g), testCmd(g), mapCmd(g), schemaCmd(),
-		eventsCmd(g), deliveriesCmd(g), replayCmd(g), reconcileCmd(g),
+		eventsCmd(g), deliveriesCmd(g), replayCmd(g), reconcileCmd(g), auditCmd(g),
 		fakeCmd(), sendTestCmd(g), versionCmd(),
 	)
 	return root

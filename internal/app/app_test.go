@@ -389,3 +389,42 @@ routes:
 	defer mu.Unlock()
 	require.Equal(t, []string{"newer", "newest"}, got)
 }
+
+func TestAdminScopesAndAudit(t *testing.T) {
+	t.Parallel()
+	cfg := strings.Replace(baseConfig, "admin: {listen: 127.0.0.1:0}", `admin:
+  listen: 127.0.0.1:0
+  token: admin-token-0123456789
+  tokens:
+    - {name: viewer, token: viewer-token-0123456789, scopes: [read]}
+    - {name: oncall, token: oncall-token-0123456789, scopes: [replay]}`, 1)
+	b := start(t, cfg, "")
+	b.admin.Token = "admin-token-0123456789"
+	b.sink.Script(httpfake.Response{Status: 400})
+	b.send(t, "evt_dead", booking("x1", ""))
+	d := b.waitState(t, "evt_dead", store.Dead)
+	ctx := context.Background()
+	as := func(token string) *server.Client { return server.NewClient(strings.TrimPrefix(b.admin.Base, "http://"), token) }
+
+	// A read token sees, and cannot replay.
+	require.NoError(t, as("viewer-token-0123456789").Do(ctx, "GET", "/api/deliveries", nil, nil, nil))
+	err := as("viewer-token-0123456789").Do(ctx, "POST", "/api/replay", nil, server.ReplayRequest{IDs: []string{d.ID}}, nil)
+	require.ErrorContains(t, err, `token "viewer" lacks the replay scope`)
+	require.ErrorContains(t, as("nope").Do(ctx, "GET", "/api/deliveries", nil, nil, nil), "missing or wrong admin token")
+
+	// The on-call token replays; the audit log says who.
+	require.NoError(t, as("oncall-token-0123456789").Do(ctx, "POST", "/api/replay", nil, server.ReplayRequest{IDs: []string{d.ID}}, nil))
+	var log struct{ Entries []store.AuditEntry }
+	require.NoError(t, as("viewer-token-0123456789").Do(ctx, "GET", "/api/audit", nil, nil, &log))
+	require.Len(t, log.Entries, 1)
+	require.Equal(t, "oncall", log.Entries[0].Actor)
+	require.Equal(t, "replay", log.Entries[0].Action)
+	require.Contains(t, log.Entries[0].Target, d.ID)
+	var verify struct {
+		OK      bool
+		Entries int
+	}
+	require.NoError(t, as("admin-token-0123456789").Do(ctx, "GET", "/api/audit/verify", nil, nil, &verify))
+	require.True(t, verify.OK)
+	require.Equal(t, 1, verify.Entries)
+}

@@ -36,7 +36,7 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 	if opts.ShutdownTimeout == 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
-	if err := server.CheckAdminListen(cfg.Admin.Listen, cfg.Admin.Token); err != nil {
+	if err := server.CheckAdminListen(cfg.Admin.Listen, len(cfg.Admin.AllTokens())); err != nil {
 		return err
 	}
 	var st store.Store
@@ -84,7 +84,7 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 		Metrics:   m,
 		Reconcile: rec.RunSource,
 	}
-	admin := &server.Admin{Store: st, Token: cfg.Admin.Token, Log: log, Metrics: m, Reconcile: rec.Run}
+	admin := &server.Admin{Store: st, Tokens: cfg.Admin.AllTokens(), Log: log, Metrics: m, Reconcile: rec.Run}
 	hooksSrv := &http.Server{Handler: hooks.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	adminSrv := &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 10 * time.Second}
 

@@ -14,25 +14,30 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/clinicbridge/clinicbridge/config"
 	"github.com/clinicbridge/clinicbridge/internal/metrics"
 	"github.com/clinicbridge/clinicbridge/internal/reconcile"
 	"github.com/clinicbridge/clinicbridge/internal/store"
 )
 
-// Admin serves the admin API and /metrics. Every request needs the bearer
-// token; /metrics too, since queue depth by route is operational detail.
+// Admin serves the admin API and /metrics. Every request needs a bearer
+// token with the endpoint's scope; /metrics too, since queue depth by route
+// is operational detail. Actions that change anything go to the audit log
+// with the token's name.
 type Admin struct {
 	Store store.Store
 	// Reconcile runs a reconciler now and returns its report.
 	Reconcile func(ctx context.Context, name, trigger string) (store.Run, error)
-	Token   string
+	// Tokens are the accepted tokens; none means no auth (loopback only,
+	// which CheckAdminListen enforces).
+	Tokens  []config.AdminToken
 	Log     zerolog.Logger
 	Metrics *metrics.Metrics
 }
 
 // CheckAdminListen refuses a non-loopback admin address without a token.
-func CheckAdminListen(addr, token string) error {
-	if token != "" {
+func CheckAdminListen(addr string, tokens int) error {
+	if tokens > 0 {
 		return nil
 	}
 	host, _, err := net.SplitHostPort(addr)
@@ -51,26 +56,103 @@ func CheckAdminListen(addr, token string) error {
 // Handler returns the admin mux.
 func (a *Admin) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /api/events", a.events)
-	mux.HandleFunc("GET /api/events/{source}/{id}", a.event)
-	mux.HandleFunc("GET /api/deliveries", a.deliveries)
-	mux.HandleFunc("GET /api/deliveries/{id}", a.delivery)
-	mux.HandleFunc("POST /api/replay", a.replay)
-	mux.HandleFunc("POST /api/reconcile/{name}/run", a.reconcileRun)
-	mux.HandleFunc("GET /api/reconcile/runs", a.reconcileRuns)
-	return a.auth(mux)
+	read, replay := config.ScopeRead, config.ScopeReplay
+	mux.Handle("GET /metrics", a.auth(read, promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{})))
+	mux.Handle("GET /api/events", a.auth(read, http.HandlerFunc(a.events)))
+	mux.Handle("GET /api/events/{source}/{id}", a.auth(read, http.HandlerFunc(a.event)))
+	mux.Handle("GET /api/deliveries", a.auth(read, http.HandlerFunc(a.deliveries)))
+	mux.Handle("GET /api/deliveries/{id}", a.auth(read, http.HandlerFunc(a.delivery)))
+	mux.Handle("GET /api/reconcile/runs", a.auth(read, http.HandlerFunc(a.reconcileRuns)))
+	mux.Handle("GET /api/audit", a.auth(read, http.HandlerFunc(a.auditLog)))
+	mux.Handle("GET /api/audit/verify", a.auth(read, http.HandlerFunc(a.auditVerify)))
+	mux.Handle("POST /api/replay", a.auth(replay, http.HandlerFunc(a.replay)))
+	mux.Handle("POST /api/reconcile/{name}/run", a.auth(replay, http.HandlerFunc(a.reconcileRun)))
+	return mux
 }
 
-func (a *Admin) auth(next http.Handler) http.Handler {
-	want := []byte("Bearer " + a.Token)
+type actorKey struct{}
+
+// actor is the name of the token that made the request.
+func actor(r *http.Request) string {
+	if s, ok := r.Context().Value(actorKey{}).(string); ok {
+		return s
+	}
+	return "anonymous"
+}
+
+// grants says whether scopes include need: admin includes replay, which includes read.
+func grants(scopes []string, need string) bool {
+	rank := map[string]int{config.ScopeRead: 1, config.ScopeReplay: 2, config.ScopeAdmin: 3}
+	for _, s := range scopes {
+		if rank[s] >= rank[need] {
+			return true
+		}
+	}
+	return false
+}
+
+// auth finds the caller's token (comparing with every configured token in
+// constant time, so timing tells nothing about which one nearly matched),
+// then checks its scope: 401 without a known token, 403 without the scope.
+func (a *Admin) auth(need string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.Token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if len(a.Tokens) == 0 {
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, "local")))
+			return
+		}
+		got := []byte(r.Header.Get("Authorization"))
+		var who *config.AdminToken
+		for i := range a.Tokens {
+			if subtle.ConstantTimeCompare(got, []byte("Bearer "+a.Tokens[i].Token)) == 1 {
+				who = &a.Tokens[i]
+			}
+		}
+		if who == nil {
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong admin token"})
 			return
 		}
-		next.ServeHTTP(w, r)
+		if !grants(who.Scopes, need) {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": fmt.Sprintf("token %q lacks the %s scope", who.Name, need)})
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, who.Name)))
 	})
+}
+
+// audit records an admin action; a failure to record is logged, and the
+// action's own answer stands (it already happened).
+func (a *Admin) audit(r *http.Request, action, target string, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error: " + err.Error()
+	}
+	if aerr := a.Store.Audit(context.WithoutCancel(r.Context()), store.AuditEntry{Actor: actor(r), Action: action, Target: target, Outcome: outcome}); aerr != nil {
+		a.Log.Error().Err(aerr).Str("action", action).Msg("could not write the audit log")
+	}
+}
+
+func (a *Admin) auditLog(w http.ResponseWriter, r *http.Request) {
+	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	entries, err := a.Store.AuditLog(r.Context(), limit)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": nonNil(entries)})
+}
+
+func (a *Admin) auditVerify(w http.ResponseWriter, r *http.Request) {
+	n, err := a.Store.VerifyAudit(r.Context())
+	var broken *store.AuditBroken
+	if errors.As(err, &broken) {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": false, "seq": broken.Seq, "error": broken.Error()})
+		return
+	}
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "entries": n})
 }
 
 func (a *Admin) fail(w http.ResponseWriter, err error) {
@@ -178,6 +260,11 @@ func (a *Admin) replay(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
 	defer cancel()
 	ids, err := a.Store.Replay(ctx, store.ReplayFilter{IDs: req.IDs, Route: req.Route, Since: req.Since})
+	target := fmt.Sprintf("ids=%v", req.IDs)
+	if req.Route != "" {
+		target = fmt.Sprintf("route=%s since=%s", req.Route, req.Since.Format(time.RFC3339))
+	}
+	a.audit(r, "replay", fmt.Sprintf("%s replayed=%d", target, len(ids)), err)
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -190,6 +277,7 @@ func (a *Admin) reconcileRun(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	run, err := a.Reconcile(r.Context(), name, "manual")
 	a.Log.Info().Str("reconciler", name).Str("run", run.ID).Msg("admin: reconcile run")
+	a.audit(r, "reconcile_run", name+" "+run.ID, err)
 	if err != nil && run.ID == "" {
 		if errors.Is(err, reconcile.ErrUnknown) {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
+	"github.com/clinicbridge/clinicbridge/config"
 	"github.com/clinicbridge/clinicbridge/connectors"
 	"github.com/clinicbridge/clinicbridge/connectors/webhook"
 	"github.com/clinicbridge/clinicbridge/internal/metrics"
@@ -113,7 +114,7 @@ func TestHookStatuses(t *testing.T) {
 
 func TestAdminAuth(t *testing.T) {
 	t.Parallel()
-	a := &server.Admin{Token: "s3cret", Log: zerolog.Nop(), Metrics: metrics.New(nil)}
+	a := &server.Admin{Tokens: []config.AdminToken{{Name: "admin", Token: "s3cret", Scopes: []string{"admin"}}}, Log: zerolog.Nop(), Metrics: metrics.New(nil)}
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(srv.Close)
 	for _, auth := range []string{"", "Bearer wrong", "s3cret", "bearer s3cret", "Bearer s3cret2"} {
@@ -136,12 +137,12 @@ func TestAdminAuth(t *testing.T) {
 
 func TestAdminListenNeedsATokenOffLoopback(t *testing.T) {
 	t.Parallel()
-	require.NoError(t, server.CheckAdminListen("127.0.0.1:8081", ""))
-	require.NoError(t, server.CheckAdminListen("localhost:8081", ""))
-	require.NoError(t, server.CheckAdminListen("[::1]:8081", ""))
-	require.Error(t, server.CheckAdminListen("0.0.0.0:8081", ""))
-	require.Error(t, server.CheckAdminListen(":8081", ""))
-	require.NoError(t, server.CheckAdminListen("0.0.0.0:8081", "t"))
+	require.NoError(t, server.CheckAdminListen("127.0.0.1:8081", 0))
+	require.NoError(t, server.CheckAdminListen("localhost:8081", 0))
+	require.NoError(t, server.CheckAdminListen("[::1]:8081", 0))
+	require.Error(t, server.CheckAdminListen("0.0.0.0:8081", 0))
+	require.Error(t, server.CheckAdminListen(":8081", 0))
+	require.NoError(t, server.CheckAdminListen("0.0.0.0:8081", 1))
 }
 
 // FuzzHook throws arbitrary requests at the webhook handler: it never

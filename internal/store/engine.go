@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -23,6 +25,9 @@ type engine[TTx any] struct {
 	inTx     func(tx TTx) querier
 	read     querier // reads outside any transaction
 	close    func() error
+	// lockAudit, run first in an audit append, serializes appends across
+	// agents (Postgres); SQLite has one writer already.
+	lockAudit string
 	// unavailable tells connection failures (503) from other errors.
 	unavailable func(error) bool
 
@@ -471,6 +476,89 @@ func (e *engine[TTx]) Runs(ctx context.Context, name string, n int) ([]Run, erro
 	where, args := filters{}.add(name != "", "name = ", name).build()
 	runs, err := queryAll(ctx, e.read, scanRun, selectRun+where+` ORDER BY started_at DESC LIMIT `+limit(n), args...)
 	return runs, e.wrap(err)
+}
+
+// auditHash links an entry to the one before it.
+func auditHash(prev string, a AuditEntry) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%d\n%d\n%s\n%s\n%s\n%s", prev, a.Seq, usec(a.At), a.Actor, a.Action, a.Target, a.Outcome)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (e *engine[TTx]) Audit(ctx context.Context, a AuditEntry) error {
+	_, err := e.writer.do(ctx, &request[TTx]{fn: func(ctx context.Context, tx TTx) error {
+		q := e.inTx(tx)
+		if e.lockAudit != "" {
+			if _, err := q.exec(ctx, e.lockAudit); err != nil {
+				return err
+			}
+		}
+		type last struct {
+			seq  int64
+			hash string
+		}
+		prev, err := queryOne(ctx, q, func(r rows) (last, error) {
+			var l last
+			return l, r.Scan(&l.seq, &l.hash)
+		}, `SELECT seq, hash FROM cb_audit ORDER BY seq DESC LIMIT 1`)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		entry := a
+		entry.Seq, entry.At = prev.seq+1, time.Now().UTC().Truncate(time.Microsecond)
+		entry.Hash = auditHash(prev.hash, entry)
+		_, err = q.exec(ctx, `INSERT INTO cb_audit (seq, at, actor, action, target, outcome, prev_hash, hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+			entry.Seq, usec(entry.At), entry.Actor, entry.Action, entry.Target, entry.Outcome, prev.hash, entry.Hash)
+		return err
+	}})
+	return e.wrap(err)
+}
+
+type auditRow struct {
+	AuditEntry
+	prev string
+}
+
+func scanAudit(r rows) (auditRow, error) {
+	var a auditRow
+	var at int64
+	err := r.Scan(&a.Seq, &at, &a.Actor, &a.Action, &a.Target, &a.Outcome, &a.prev, &a.Hash)
+	a.At = fromUsec(at)
+	return a, err
+}
+
+const selectAudit = `SELECT seq, at, actor, action, target, outcome, prev_hash, hash FROM cb_audit`
+
+func (e *engine[TTx]) AuditLog(ctx context.Context, n int) ([]AuditEntry, error) {
+	rs, err := queryAll(ctx, e.read, scanAudit, selectAudit+` ORDER BY seq DESC LIMIT `+limit(n))
+	out := make([]AuditEntry, len(rs))
+	for i, r := range rs {
+		out[i] = r.AuditEntry
+	}
+	return out, e.wrap(err)
+}
+
+// VerifyAudit walks the chain in order. Each entry must follow the previous
+// one (seq without gaps, prev_hash equal to the previous hash) and its hash
+// must match its contents, so editing, deleting or inserting a row shows.
+func (e *engine[TTx]) VerifyAudit(ctx context.Context) (int, error) {
+	rs, err := queryAll(ctx, e.read, scanAudit, selectAudit+` ORDER BY seq`)
+	if err != nil {
+		return 0, e.wrap(err)
+	}
+	prev, seq := "", int64(0)
+	for _, r := range rs {
+		switch {
+		case r.Seq != seq+1:
+			return 0, &AuditBroken{Seq: r.Seq, Reason: fmt.Sprintf("expected entry %d next: an entry was removed or inserted", seq+1)}
+		case r.prev != prev:
+			return 0, &AuditBroken{Seq: r.Seq, Reason: "it does not link to the entry before it"}
+		case auditHash(prev, r.AuditEntry) != r.Hash:
+			return 0, &AuditBroken{Seq: r.Seq, Reason: "its contents do not match its hash: it was edited"}
+		}
+		prev, seq = r.Hash, r.Seq
+	}
+	return len(rs), nil
 }
 
 func (e *engine[TTx]) Stats(ctx context.Context) (Stats, error) {

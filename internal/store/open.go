@@ -237,6 +237,7 @@ func openPostgres(ctx context.Context, p Params) (Store, error) {
 		read:        pgxQuerier{pool},
 		close:       func() error { pool.Close(); return nil },
 		unavailable: pgUnavailable,
+		lockAudit:   `SELECT pg_advisory_xact_lock(7243002)`,
 	}
 	e.writer = newWriter(e, p.Linger)
 	return e, nil

@@ -75,6 +75,18 @@ var migrations = []string{
 		watermark_after  BIGINT NOT NULL
 	);
 	CREATE INDEX cb_reconcile_runs_name ON cb_reconcile_runs (name, started_at);`,
+
+	// The audit log: every admin action, hash-chained so an edit shows.
+	`CREATE TABLE cb_audit (
+		seq       BIGINT PRIMARY KEY,
+		at        BIGINT NOT NULL,
+		actor     TEXT NOT NULL,
+		action    TEXT NOT NULL,
+		target    TEXT NOT NULL,
+		outcome   TEXT NOT NULL,
+		prev_hash TEXT NOT NULL,
+		hash      TEXT NOT NULL
+	);`,
 }
 
 // SchemaVersion is the newest schema this binary knows.

@@ -7,6 +7,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -171,6 +172,13 @@ type Store interface {
 	// Runs lists reconcile runs, newest first (name "" for all).
 	Runs(ctx context.Context, name string, limit int) ([]Run, error)
 
+	// Audit appends an entry to the hash-chained audit log.
+	Audit(ctx context.Context, a AuditEntry) error
+	// AuditLog lists entries, newest first.
+	AuditLog(ctx context.Context, limit int) ([]AuditEntry, error)
+	// VerifyAudit recomputes the chain; a broken link returns *AuditBroken.
+	VerifyAudit(ctx context.Context) (int, error)
+
 	Stats(ctx context.Context) (Stats, error)
 	Ping(ctx context.Context) error
 
@@ -193,6 +201,27 @@ type Run struct {
 	Error           string    `json:"error,omitempty"`
 	WatermarkBefore time.Time `json:"watermark_before,omitzero"`
 	WatermarkAfter  time.Time `json:"watermark_after,omitzero"`
+}
+
+// AuditEntry is one admin action.
+type AuditEntry struct {
+	Seq     int64     `json:"seq"`
+	At      time.Time `json:"at"`
+	Actor   string    `json:"actor"`  // admin token name, or "system"
+	Action  string    `json:"action"` // replay, purge, rekey, reconcile_run, reload
+	Target  string    `json:"target"` // what it acted on (ids, names; no payload values)
+	Outcome string    `json:"outcome"`
+	Hash    string    `json:"hash"`
+}
+
+// AuditBroken says where the audit chain fails to verify.
+type AuditBroken struct {
+	Seq    int64
+	Reason string
+}
+
+func (e *AuditBroken) Error() string {
+	return fmt.Sprintf("audit log entry %d does not verify: %s", e.Seq, e.Reason)
 }
 
 // ReconcileArgs is the queue job for one scheduled reconcile run.

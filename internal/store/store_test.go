@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"testing"
 
@@ -49,4 +50,32 @@ func TestSQLiteServesOneAgent(t *testing.T) {
 	s, err = store.Open(context.Background(), store.Params{Path: path})
 	require.NoError(t, err, "the lock goes with the store")
 	require.NoError(t, s.Close())
+}
+
+func TestAuditTamper(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "cb.db")
+	ctx := context.Background()
+	s, err := store.Open(ctx, store.Params{Path: path})
+	require.NoError(t, err)
+	for _, a := range []string{"replay", "purge", "rekey"} {
+		require.NoError(t, s.Audit(ctx, store.AuditEntry{Actor: "admin", Action: a, Target: "x", Outcome: "ok"}))
+	}
+	require.NoError(t, s.Close())
+
+	// Someone with the disk edits entry 2.
+	raw, err := sql.Open("sqlite", path)
+	require.NoError(t, err)
+	_, err = raw.Exec(`UPDATE cb_audit SET outcome = 'denied' WHERE seq = 2`)
+	require.NoError(t, err)
+	require.NoError(t, raw.Close())
+
+	s, err = store.Open(ctx, store.Params{Path: path})
+	require.NoError(t, err)
+	defer s.Close()
+	_, err = s.VerifyAudit(ctx)
+	var broken *store.AuditBroken
+	require.ErrorAs(t, err, &broken)
+	require.Equal(t, int64(2), broken.Seq)
+	require.Contains(t, err.Error(), "entry 2")
 }

@@ -302,4 +302,24 @@ func Run(t *testing.T, open Opener) {
 		require.Equal(t, "page 3: 500", failed.Error)
 		require.Equal(t, "schedule", failed.Trigger)
 	})
+
+	t.Run("AuditChain", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, store.Params{})
+		ctx := context.Background()
+		n, err := s.VerifyAudit(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		for i, action := range []string{"replay", "purge", "reconcile_run"} {
+			require.NoError(t, s.Audit(ctx, store.AuditEntry{Actor: "oncall", Action: action, Target: fmt.Sprint("t", i), Outcome: "ok"}))
+		}
+		n, err = s.VerifyAudit(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 3, n)
+		log, err := s.AuditLog(ctx, 10)
+		require.NoError(t, err)
+		require.Equal(t, int64(3), log[0].Seq)
+		require.Equal(t, "reconcile_run", log[0].Action)
+		// Tampering is tested where the raw database is at hand (TestAuditTamper).
+	})
 }
