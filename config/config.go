@@ -77,10 +77,29 @@ func (a Admin) AllTokens() []AdminToken {
 }
 
 type Store struct {
-	Driver    string   `yaml:"driver"`
-	Path      string   `yaml:"path"`
-	URL       string   `yaml:"url"`
-	Retention Duration `yaml:"retention"`
+	Driver        string   `yaml:"driver"`
+	Path          string   `yaml:"path"`
+	URL           string   `yaml:"url"`
+	Retention     Duration `yaml:"retention"`
+	EncryptionKey Strings  `yaml:"encryption_key"`
+}
+
+// Strings decodes one string or a list of them.
+type Strings []string
+
+func (s *Strings) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != "" {
+			*s = Strings{n.Value}
+		}
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return err
+	}
+	*s = list
+	return nil
 }
 
 type Log struct {

@@ -26,7 +26,10 @@ var Spec = []Field{
 		{Name: "driver", Kind: KindString, Default: "sqlite", Enum: []string{"sqlite", "postgres"}, Doc: "sqlite for one agent; postgres for several agents sharing one database."},
 		{Name: "path", Kind: KindString, Default: DefaultStorePath, Doc: "SQLite database file."},
 		{Name: "url", Kind: KindString, Secret: true, Example: "${DATABASE_URL}", Doc: "PostgreSQL connection URL."},
-		{Name: "retention", Kind: KindDuration, Default: "720h", Doc: "Payloads are purged after this; the delivery ledger stays."},
+		{Name: "retention", Kind: KindDuration, Default: "720h", Doc: "Payloads are purged after this (hourly, once every delivery of the event is finished); the delivery ledger stays."},
+		{Name: "encryption_key", Kind: KindString, Secret: true, Example: "${CLINICBRIDGE_ENCRYPTION_KEY}",
+			Doc: "Seal payloads and connector state (tokens, opt-out lists) at rest with AES-256-GCM: 32 bytes in base64 (`openssl rand -base64 32`). A list rotates keys: the first seals, all open; `clinicbridge rekey` re-seals old rows.",
+			Or:  &Field{Kind: KindStringList}},
 	}},
 	{Name: "log", Kind: KindObject, Doc: "Logs carry ids, types, routes and states, never payload values.", Fields: []Field{
 		{Name: "level", Kind: KindString, Default: "info", Enum: []string{"debug", "info", "warn", "error"}},

@@ -284,3 +284,41 @@ func stamp(t time.Time) string {
 	}
 	return t.UTC().Format(time.RFC3339)
 }
+
+func purgeCmd(g *globals) *cobra.Command {
+	var subject string
+	cmd := &cobra.Command{
+		Use:   "purge --subject KEY",
+		Short: "Erase one patient's or booking's payloads (an erasure request); its pending sends are cancelled",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if subject == "" {
+				return usageErr(errors.New("--subject is required"))
+			}
+			var out struct{ Purged int }
+			if err := call(g, "POST", "/api/purge", nil, server.PurgeRequest{Subject: subject}, &out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "purged the payloads of %d events about %s\n", out.Purged, subject)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&subject, "subject", "", "the key of the patient or booking (an event key or a route key)")
+	return cmd
+}
+
+func rekeyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rekey",
+		Short: "Re-seal stored payloads and connector state with the newest store.encryption_key",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var out struct{ Resealed int }
+			if err := call(g, "POST", "/api/rekey", nil, nil, &out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "re-sealed %d values with the newest key\n", out.Resealed)
+			return nil
+		},
+	}
+}

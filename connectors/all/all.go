@@ -6,6 +6,7 @@ import (
 	"github.com/clinicbridge/clinicbridge/connectors"
 	"github.com/clinicbridge/clinicbridge/connectors/file"
 	"github.com/clinicbridge/clinicbridge/connectors/http"
+	"github.com/clinicbridge/clinicbridge/connectors/poll"
 	"github.com/clinicbridge/clinicbridge/connectors/webhook"
 )
 
@@ -15,5 +16,6 @@ func Registry() *connectors.Registry {
 		webhook.Type(),
 		http.Type(),
 		file.Type(),
+		poll.Type(),
 	)
 }

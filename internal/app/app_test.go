@@ -404,7 +404,9 @@ func TestAdminScopesAndAudit(t *testing.T) {
 	b.send(t, "evt_dead", booking("x1", ""))
 	d := b.waitState(t, "evt_dead", store.Dead)
 	ctx := context.Background()
-	as := func(token string) *server.Client { return server.NewClient(strings.TrimPrefix(b.admin.Base, "http://"), token) }
+	as := func(token string) *server.Client {
+		return server.NewClient(strings.TrimPrefix(b.admin.Base, "http://"), token)
+	}
 
 	// A read token sees, and cannot replay.
 	require.NoError(t, as("viewer-token-0123456789").Do(ctx, "GET", "/api/deliveries", nil, nil, nil))

@@ -34,7 +34,7 @@ type Agent struct {
 	Sinks      map[string]connectors.Sink
 	Connectors map[string]connectors.Type // by connector name
 	// Mappings are the mapping files the routes use, with their programs.
-	Mappings map[string]*mapping.Program
+	Mappings    map[string]*mapping.Program
 	Reconcilers []*reconcile.Reconciler
 	// Warnings are problems that do not stop the agent.
 	Warnings []string

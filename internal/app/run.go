@@ -36,6 +36,9 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 	if opts.ShutdownTimeout == 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
+	if len(cfg.Store.EncryptionKey) == 0 {
+		log.Warn().Msg("store.encryption_key is not set: payloads are stored unencrypted; set one for patient data (docs/security.md)")
+	}
 	if err := server.CheckAdminListen(cfg.Admin.Listen, len(cfg.Admin.AllTokens())); err != nil {
 		return err
 	}
@@ -44,14 +47,16 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 	pl := pipeline.New(pipeline.Params{Routes: a.Routes, Logger: log, Metrics: m})
 	rec := reconcile.New(a.Reconcilers, pl, log, m)
 	st, err := store.Open(ctx, store.Params{
-		Driver:      cfg.Store.Driver,
-		Path:        cfg.Store.Path,
-		URL:         cfg.Store.URL,
-		Worker:      pl.Worker(),
-		Reconciler:  rec.Worker(),
-		Periodic:    rec.Periodic(),
-		RetryPolicy: pl.RetryPolicy(),
-		Logger:      slog.New(zerologHandler{log.With().Str("component", "queue").Logger()}),
+		Driver:         cfg.Store.Driver,
+		Path:           cfg.Store.Path,
+		URL:            cfg.Store.URL,
+		Worker:         pl.Worker(),
+		Reconciler:     rec.Worker(),
+		Periodic:       rec.Periodic(),
+		RetryPolicy:    pl.RetryPolicy(),
+		EncryptionKeys: cfg.Store.EncryptionKey,
+		Retention:      cfg.Store.Retention.Std(),
+		Logger:         slog.New(zerologHandler{log.With().Str("component", "queue").Logger()}),
 	})
 	if err != nil {
 		return err

@@ -133,6 +133,9 @@ func (p *Pipeline) deliver(ctx context.Context, job *rivertype.JobRow, id string
 		}
 		return err
 	}
+	if !ev.PurgedAt.IsZero() {
+		return p.finish(ctx, log, d, store.Dead, "the event's payload was purged", "", true, false)
+	}
 	if r.Retry.MaxAge > 0 && p.now().Sub(ev.ReceivedAt) > r.Retry.MaxAge && d.Attempts > 0 {
 		return p.finish(ctx, log, d, store.Dead, fmt.Sprintf("gave up: older than retry.max_age %s; last error: %s", r.Retry.MaxAge, d.LastError), "", true, false)
 	}

@@ -67,6 +67,8 @@ func (a *Admin) Handler() http.Handler {
 	mux.Handle("GET /api/audit/verify", a.auth(read, http.HandlerFunc(a.auditVerify)))
 	mux.Handle("POST /api/replay", a.auth(replay, http.HandlerFunc(a.replay)))
 	mux.Handle("POST /api/reconcile/{name}/run", a.auth(replay, http.HandlerFunc(a.reconcileRun)))
+	mux.Handle("POST /api/purge", a.auth(config.ScopeAdmin, http.HandlerFunc(a.purge)))
+	mux.Handle("POST /api/rekey", a.auth(config.ScopeAdmin, http.HandlerFunc(a.rekey)))
 	return mux
 }
 
@@ -298,6 +300,37 @@ func (a *Admin) reconcileRuns(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"runs": nonNil(runs)})
+}
+
+// PurgeRequest erases one subject's payloads (a patient id, a booking uid).
+type PurgeRequest struct {
+	Subject string `json:"subject"`
+}
+
+func (a *Admin) purge(w http.ResponseWriter, r *http.Request) {
+	var req PurgeRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil || req.Subject == "" {
+		a.fail(w, errors.New(`purge: body must be {"subject": "KEY"}`))
+		return
+	}
+	n, err := a.Store.Purge(r.Context(), store.PurgeFilter{Subject: req.Subject})
+	// The subject is an identifier (booking uid, patient id), not a payload value.
+	a.audit(r, "purge", fmt.Sprintf("subject=%s purged=%d", req.Subject, n), err)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"purged": n})
+}
+
+func (a *Admin) rekey(w http.ResponseWriter, r *http.Request) {
+	n, err := a.Store.Rekey(r.Context())
+	a.audit(r, "rekey", fmt.Sprintf("resealed=%d", n), err)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"resealed": n})
 }
 
 func nonNil[T any](s []T) []T {

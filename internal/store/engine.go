@@ -25,6 +25,8 @@ type engine[TTx any] struct {
 	inTx     func(tx TTx) querier
 	read     querier // reads outside any transaction
 	close    func() error
+	// keys seal payloads and connector state (nil: stored in the clear).
+	keys *Keyring
 	// lockAudit, run first in an audit append, serializes appends across
 	// agents (Postgres); SQLite has one writer already.
 	lockAudit string
@@ -50,7 +52,7 @@ func fromUsec(v int64) time.Time {
 
 func (e *engine[TTx]) wrap(err error) error {
 	if err != nil && e.unavailable(err) && !errors.Is(err, ErrUnavailable) {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
 }
@@ -128,7 +130,7 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 			}
 			n := len(args)
 			fmt.Fprintf(&sb, "($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8)
-			payload := []byte(ev.Payload)
+			payload := e.keys.Seal([]byte(ev.Payload), eventAD(ev.Source, ev.ID))
 			if payload == nil {
 				payload = []byte{}
 			}
@@ -362,10 +364,15 @@ func (k kv[TTx]) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, k.e.wrap(err)
 	}
-	return v, true, nil
+	plain, err := k.e.keys.Open(v, kvAD(k.scope, key))
+	if err != nil {
+		return nil, false, fmt.Errorf("connector state %s: %w", k.scope, err)
+	}
+	return plain, true, nil
 }
 
 func (k kv[TTx]) Put(ctx context.Context, key string, value []byte) error {
+	value = k.e.keys.Seal(value, kvAD(k.scope, key))
 	if value == nil {
 		value = []byte{}
 	}
@@ -386,19 +393,29 @@ func (k kv[TTx]) Delete(ctx context.Context, key string) error {
 	return k.e.wrap(err)
 }
 
-const selectEvent = `SELECT source, id, type, key, replaces, occurred_at, received_at, payload FROM cb_events`
+const selectEvent = `SELECT source, id, type, key, replaces, occurred_at, received_at, purged_at, payload FROM cb_events`
 
-func scanEvent(r rows) (EventRecord, error) {
+// scanEvent reads an event row and opens its payload.
+func (e *engine[TTx]) scanEvent(r rows) (EventRecord, error) {
 	var ev EventRecord
-	var occurred, received int64
+	var occurred, received, purged int64
 	var payload []byte
-	err := r.Scan(&ev.Source, &ev.ID, &ev.Type, &ev.Key, &ev.Replaces, &occurred, &received, &payload)
-	ev.OccurredAt, ev.ReceivedAt, ev.Payload = fromUsec(occurred), fromUsec(received), payload
-	return ev, err
+	if err := r.Scan(&ev.Source, &ev.ID, &ev.Type, &ev.Key, &ev.Replaces, &occurred, &received, &purged, &payload); err != nil {
+		return ev, err
+	}
+	ev.OccurredAt, ev.ReceivedAt, ev.PurgedAt = fromUsec(occurred), fromUsec(received), fromUsec(purged)
+	plain, err := e.keys.Open(payload, eventAD(ev.Source, ev.ID))
+	if err != nil {
+		return ev, fmt.Errorf("event %s/%s: %w", ev.Source, ev.ID, err)
+	}
+	if len(plain) > 0 {
+		ev.Payload = plain
+	}
+	return ev, nil
 }
 
 func (e *engine[TTx]) Event(ctx context.Context, source, id string) (EventRecord, error) {
-	ev, err := queryOne(ctx, e.read, scanEvent, selectEvent+` WHERE source = $1 AND id = $2`, source, id)
+	ev, err := queryOne(ctx, e.read, e.scanEvent, selectEvent+` WHERE source = $1 AND id = $2`, source, id)
 	return ev, e.wrap(err)
 }
 
@@ -408,7 +425,7 @@ func (e *engine[TTx]) Events(ctx context.Context, f EventFilter) ([]EventRecord,
 		add(f.Type != "", "type = ", f.Type).
 		add(!f.Since.IsZero(), "received_at >= ", usec(f.Since)).
 		build()
-	evs, err := queryAll(ctx, e.read, scanEvent, selectEvent+where+` ORDER BY received_at DESC LIMIT `+limit(f.Limit), args...)
+	evs, err := queryAll(ctx, e.read, e.scanEvent, selectEvent+where+` ORDER BY received_at DESC LIMIT `+limit(f.Limit), args...)
 	return evs, e.wrap(err)
 }
 
@@ -559,6 +576,109 @@ func (e *engine[TTx]) VerifyAudit(ctx context.Context) (int, error) {
 		prev, seq = r.Hash, r.Seq
 	}
 	return len(rs), nil
+}
+
+func (e *engine[TTx]) Purge(ctx context.Context, f PurgeFilter) (int, error) {
+	if (f.Subject == "") == f.Before.IsZero() {
+		return 0, errors.New("purge: give a subject or a time, not both")
+	}
+	var n int
+	_, err := e.writer.do(ctx, &request[TTx]{fn: func(ctx context.Context, tx TTx) error {
+		q := e.inTx(tx)
+		now := usec(time.Now())
+		live := []any{string(Scheduled), string(Pending)}
+		if f.Subject != "" {
+			// An erasure request also stops what was still to be sent about the subject.
+			jobIDs, err := queryAll(ctx, q, scanInt64, `UPDATE cb_deliveries SET state = $1, last_error = $2, updated_at = $3
+				WHERE state IN ($4, $5) AND (key = $6 OR EXISTS (SELECT 1 FROM cb_events ev WHERE ev.source = cb_deliveries.source AND ev.id = cb_deliveries.event_id AND ev.key = $6))
+				RETURNING job_id`, string(Cancelled), "purged on request", now, live[0], live[1], f.Subject)
+			if err != nil {
+				return err
+			}
+			for _, id := range jobIDs {
+				if id == 0 {
+					continue
+				}
+				if _, err := e.client.JobCancelTx(ctx, tx, id); err != nil && !errors.Is(err, rivertype.ErrNotFound) {
+					return err
+				}
+			}
+			c, err := q.exec(ctx, `UPDATE cb_events SET payload = $1, purged_at = $2
+				WHERE purged_at = 0 AND (key = $3 OR EXISTS (SELECT 1 FROM cb_deliveries d WHERE d.source = cb_events.source AND d.event_id = cb_events.id AND d.key = $3))`,
+				[]byte{}, now, f.Subject)
+			n = int(c)
+			return err
+		}
+		c, err := q.exec(ctx, `UPDATE cb_events SET payload = $1, purged_at = $2
+			WHERE purged_at = 0 AND received_at < $3
+			AND NOT EXISTS (SELECT 1 FROM cb_deliveries d WHERE d.source = cb_events.source AND d.event_id = cb_events.id AND d.state IN ($4, $5))`,
+			[]byte{}, now, usec(f.Before), live[0], live[1])
+		n = int(c)
+		return err
+	}})
+	return n, e.wrap(err)
+}
+
+// Rekey walks events and connector state in batches (keyset pages, one
+// transaction each) and re-seals whatever is not under the newest key.
+func (e *engine[TTx]) Rekey(ctx context.Context) (int, error) {
+	total := 0
+	type row struct {
+		a, b    string
+		payload []byte
+	}
+	scan := func(r rows) (row, error) {
+		var x row
+		return x, r.Scan(&x.a, &x.b, &x.payload)
+	}
+	for _, t := range []struct {
+		sel, upd string
+		ad       func(a, b string) []byte
+	}{
+		{`SELECT source, id, payload FROM cb_events WHERE (source > $1 OR (source = $1 AND id > $2)) ORDER BY source, id LIMIT 500`,
+			`UPDATE cb_events SET payload = $1 WHERE source = $2 AND id = $3`, eventAD},
+		{`SELECT scope, key, value FROM cb_kv WHERE (scope > $1 OR (scope = $1 AND key > $2)) ORDER BY scope, key LIMIT 500`,
+			`UPDATE cb_kv SET value = $1 WHERE scope = $2 AND key = $3`, kvAD},
+	} {
+		lastA, lastB := "", ""
+		for {
+			batch, err := queryAll(ctx, e.read, scan, t.sel, lastA, lastB)
+			if err != nil {
+				return total, e.wrap(err)
+			}
+			if len(batch) == 0 {
+				break
+			}
+			lastA, lastB = batch[len(batch)-1].a, batch[len(batch)-1].b
+			var stale []row
+			for _, r := range batch {
+				if len(r.payload) > 0 && !e.keys.Current(r.payload) {
+					plain, err := e.keys.Open(r.payload, t.ad(r.a, r.b))
+					if err != nil {
+						return total, err
+					}
+					r.payload = e.keys.Seal(plain, t.ad(r.a, r.b))
+					stale = append(stale, r)
+				}
+			}
+			if len(stale) == 0 {
+				continue
+			}
+			_, err = e.writer.do(ctx, &request[TTx]{fn: func(ctx context.Context, tx TTx) error {
+				for _, r := range stale {
+					if _, err := e.inTx(tx).exec(ctx, t.upd, r.payload, r.a, r.b); err != nil {
+						return err
+					}
+				}
+				return nil
+			}})
+			if err != nil {
+				return total, e.wrap(err)
+			}
+			total += len(stale)
+		}
+	}
+	return total, nil
 }
 
 func (e *engine[TTx]) Stats(ctx context.Context) (Stats, error) {

@@ -37,7 +37,24 @@ func Open(ctx context.Context, p Params) (Store, error) {
 	}
 }
 
-func riverConfig(p Params) *river.Config {
+// RetentionArgs is the hourly job that purges payloads past store.retention.
+type RetentionArgs struct{}
+
+// Kind names the River job kind.
+func (RetentionArgs) Kind() string { return "cb_retention" }
+
+type retentionWorker struct {
+	river.WorkerDefaults[RetentionArgs]
+	after time.Duration
+	store *Store // set once the engine exists
+}
+
+func (w *retentionWorker) Work(ctx context.Context, _ *river.Job[RetentionArgs]) error {
+	_, err := (*w.store).Purge(ctx, PurgeFilter{Before: time.Now().Add(-w.after)})
+	return err
+}
+
+func riverConfig(p Params, self *Store) *river.Config {
 	logger := p.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -56,6 +73,13 @@ func riverConfig(p Params) *river.Config {
 		if p.Reconciler != nil {
 			river.AddWorker(workers, p.Reconciler)
 			cfg.PeriodicJobs = p.Periodic
+		}
+		if p.Retention > 0 {
+			// The leader purges hourly: one agent does it, whichever leads.
+			river.AddWorker(workers, &retentionWorker{after: p.Retention, store: self})
+			cfg.PeriodicJobs = append(cfg.PeriodicJobs, river.NewPeriodicJob(river.PeriodicInterval(time.Hour),
+				func() (river.JobArgs, *river.InsertOpts) { return RetentionArgs{}, &river.InsertOpts{MaxAttempts: 3} },
+				&river.PeriodicJobOpts{ID: "retention", RunOnStart: true}))
 		}
 		cfg.Workers = workers
 		maxWorkers := p.MaxWorkers
@@ -126,11 +150,17 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 	if _, err := db.ExecContext(ctx, `UPDATE river_job SET state = 'available' WHERE state = 'running'`); err != nil {
 		return nil, closeAll(fmt.Errorf("store: requeue interrupted jobs: %w", err), db, rdb, lock)
 	}
-	client, err := river.NewClient(driver, riverConfig(p))
+	keys, err := NewKeyring(p.EncryptionKeys)
+	if err != nil {
+		return nil, closeAll(err, db, rdb, lock)
+	}
+	var self Store
+	client, err := river.NewClient(driver, riverConfig(p, &self))
 	if err != nil {
 		return nil, closeAll(err, db, rdb, lock)
 	}
 	e := &engine[*sql.Tx]{
+		keys:     keys,
 		client:   client,
 		begin:    func(ctx context.Context) (*sql.Tx, error) { return db.BeginTx(ctx, nil) },
 		commit:   func(_ context.Context, tx *sql.Tx) error { return tx.Commit() },
@@ -139,9 +169,12 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 		read:     sqlQuerier{rdb},
 		close:    func() error { return errors.Join(rdb.Close(), db.Close(), lock.Close()) },
 		// A local file is either there or it is not: disk errors are 503 too.
-		unavailable: func(err error) bool { return !errors.Is(err, ErrNotFound) && !errors.Is(err, context.Canceled) },
+		unavailable: func(err error) bool {
+			return !errors.Is(err, ErrNotFound) && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrSealed) && !errors.Is(err, ErrTampered)
+		},
 	}
 	e.writer = newWriter(e, p.Linger)
+	self = e
 	return e, nil
 }
 
@@ -223,12 +256,19 @@ func openPostgres(ctx context.Context, p Params) (Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	client, err := river.NewClient(driver, riverConfig(p))
+	keys, err := NewKeyring(p.EncryptionKeys)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	var self Store
+	client, err := river.NewClient(driver, riverConfig(p, &self))
 	if err != nil {
 		pool.Close()
 		return nil, err
 	}
 	e := &engine[pgx.Tx]{
+		keys:        keys,
 		client:      client,
 		begin:       func(ctx context.Context) (pgx.Tx, error) { return pool.Begin(ctx) },
 		commit:      func(ctx context.Context, tx pgx.Tx) error { return tx.Commit(ctx) },
@@ -240,6 +280,7 @@ func openPostgres(ctx context.Context, p Params) (Store, error) {
 		lockAudit:   `SELECT pg_advisory_xact_lock(7243002)`,
 	}
 	e.writer = newWriter(e, p.Linger)
+	self = e
 	return e, nil
 }
 

@@ -87,6 +87,11 @@ var migrations = []string{
 		prev_hash TEXT NOT NULL,
 		hash      TEXT NOT NULL
 	);`,
+
+	// Retention and erasure: a purged event keeps its row (the ledger refers
+	// to it) without its payload.
+	`ALTER TABLE cb_events ADD COLUMN purged_at BIGINT NOT NULL DEFAULT 0;
+	CREATE INDEX cb_events_key ON cb_events (key);`,
 }
 
 // SchemaVersion is the newest schema this binary knows.

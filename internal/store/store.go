@@ -71,6 +71,8 @@ type NewDelivery struct {
 type EventRecord struct {
 	connectors.Event
 	ReceivedAt time.Time `json:"received_at"`
+	// PurgedAt is set once retention or an erasure request removed the payload.
+	PurgedAt time.Time `json:"purged_at,omitzero"`
 }
 
 // Delivery is a row of the delivery ledger.
@@ -132,6 +134,12 @@ type ReplayFilter struct {
 	State State // ...in this state (default Dead)
 }
 
+// PurgeFilter selects payloads to remove: set exactly one field.
+type PurgeFilter struct {
+	Before  time.Time // retention: received before this, all deliveries finished
+	Subject string    // erasure: events whose key, or whose deliveries' key, is this
+}
+
 // Stats feeds /metrics.
 type Stats struct {
 	ByState       map[State]int
@@ -178,6 +186,15 @@ type Store interface {
 	AuditLog(ctx context.Context, limit int) ([]AuditEntry, error)
 	// VerifyAudit recomputes the chain; a broken link returns *AuditBroken.
 	VerifyAudit(ctx context.Context) (int, error)
+
+	// Purge removes payloads: of events received before f.Before whose
+	// deliveries are all finished (retention), or of every event about
+	// f.Subject, cancelling what was still to be sent (an erasure request).
+	// Ledger rows stay, without PHI. It returns how many events it purged.
+	Purge(ctx context.Context, f PurgeFilter) (int, error)
+	// Rekey re-seals every stored payload and connector value with the
+	// newest encryption key and returns how many it rewrote.
+	Rekey(ctx context.Context) (int, error)
 
 	Stats(ctx context.Context) (Stats, error)
 	Ping(ctx context.Context) error
@@ -257,6 +274,12 @@ type Params struct {
 	Periodic    []*river.PeriodicJob
 	RetryPolicy river.ClientRetryPolicy
 	MaxWorkers  int // default 200
+	// EncryptionKeys (base64, 32 bytes each, newest first) seal payloads and
+	// connector state with AES-256-GCM; none stores them in the clear.
+	EncryptionKeys []string
+	// Retention, when set, purges payloads older than this hourly (on the
+	// River leader), keeping the ledger.
+	Retention time.Duration
 	// Linger is how long the group committer waits for company before committing
 	// a small batch (default 1ms).
 	Linger time.Duration

@@ -322,4 +322,64 @@ func Run(t *testing.T, open Opener) {
 		require.Equal(t, "reconcile_run", log[0].Action)
 		// Tampering is tested where the raw database is at hand (TestAuditTamper).
 	})
+
+	t.Run("PurgeRetentionAndSubject", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, store.Params{})
+		ctx := context.Background()
+		mk := func(id, key string, st store.State) store.Incoming {
+			ev := event(id, "t", key)
+			ev.Payload = json.RawMessage(`{"name":"Jane Example"}`)
+			return store.Incoming{Event: ev, Deliveries: []store.NewDelivery{delivery("d"+id, "r", key, st, time.Now().Add(time.Hour))}}
+		}
+		_, err := s.Accept(ctx, []store.Incoming{mk("old-done", "p1", store.Skipped), mk("old-waiting", "p2", store.Scheduled), mk("other", "p3", store.Skipped)})
+		require.NoError(t, err)
+
+		// Retention: finished ones go; one still waiting to be sent keeps its payload.
+		n, err := s.Purge(ctx, store.PurgeFilter{Before: time.Now().Add(time.Minute)})
+		require.NoError(t, err)
+		require.Equal(t, 2, n)
+		ev, err := s.Event(ctx, "src", "old-done")
+		require.NoError(t, err)
+		require.Empty(t, ev.Payload)
+		require.False(t, ev.PurgedAt.IsZero())
+		ev, err = s.Event(ctx, "src", "old-waiting")
+		require.NoError(t, err)
+		require.JSONEq(t, `{"name":"Jane Example"}`, string(ev.Payload))
+		d, err := s.Delivery(ctx, "dold-done")
+		require.NoError(t, err, "the ledger row stays")
+		require.Equal(t, store.Skipped, d.State)
+
+		// Erasure: exactly that subject, and its pending send is cancelled.
+		n, err = s.Purge(ctx, store.PurgeFilter{Subject: "p2"})
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		ev, err = s.Event(ctx, "src", "old-waiting")
+		require.NoError(t, err)
+		require.Empty(t, ev.Payload)
+		d, err = s.Delivery(ctx, "dold-waiting")
+		require.NoError(t, err)
+		require.Equal(t, store.Cancelled, d.State)
+		require.Equal(t, "purged on request", d.LastError)
+		_, err = s.Purge(ctx, store.PurgeFilter{})
+		require.Error(t, err)
+	})
+
+	t.Run("EncryptedRoundTrip", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, store.Params{EncryptionKeys: []string{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}})
+		ctx := context.Background()
+		ev := event("e1", "t", "")
+		ev.Payload = json.RawMessage(`{"name":"Jane Example"}`)
+		_, err := s.Accept(ctx, []store.Incoming{{Event: ev}})
+		require.NoError(t, err)
+		require.NoError(t, s.State("sms").Put(ctx, "token", []byte("refresh-me")))
+		got, err := s.Event(ctx, "src", "e1")
+		require.NoError(t, err)
+		require.JSONEq(t, `{"name":"Jane Example"}`, string(got.Payload))
+		v, ok, err := s.State("sms").Get(ctx, "token")
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, "refresh-me", string(v))
+	})
 }
