@@ -2,8 +2,10 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"github.com/clinicbridge/clinicbridge/config"
 	"github.com/clinicbridge/clinicbridge/connectors"
 	"github.com/clinicbridge/clinicbridge/connectors/all"
+	"github.com/clinicbridge/clinicbridge/connectors/poll/pollfake"
 	"github.com/clinicbridge/clinicbridge/internal/app"
 	"github.com/clinicbridge/clinicbridge/internal/server"
 	"github.com/clinicbridge/clinicbridge/internal/store"
@@ -101,4 +104,58 @@ reconcile:
 		require.Equal(t, 1, n, "slot %s ran %d times", time.Unix(slot, 0).UTC().Format(time.TimeOnly), n)
 	}
 	t.Logf("%d runs in 10 s, one per slot", len(out.Runs))
+}
+
+// TestPollBecomesDeliveries: a list API with no webhooks, polled by a
+// reconciler: new and updated items become deliveries once each.
+func TestPollBecomesDeliveries(t *testing.T) {
+	t.Parallel()
+	api := pollfake.New()
+	apiSrv := httptest.NewServer(api)
+	t.Cleanup(apiSrv.Close)
+	b := start(t, `version: 1
+server: {listen: 127.0.0.1:0}
+admin: {listen: 127.0.0.1:0}
+connectors:
+  clinic:
+    type: poll
+    url: "`+apiSrv.URL+`/items"
+    items: body.items
+    event: {id: item.id, updated_at: item.updated_at}
+  sink: {type: http, url: "{{SINK}}/patients"}
+reconcile:
+  - {name: patients, from: clinic, schedule: "@every 1h", lookback: 1m}
+routes:
+  - name: sync
+    from: clinic
+    map: {fields: {id: {from: payload.id}, name: {from: payload.name}}}
+    to: sink
+`, "")
+	ctx := context.Background()
+	run := func() store.Run {
+		var out struct{ Run store.Run }
+		require.NoError(t, b.admin.Do(ctx, "POST", "/api/reconcile/patients/run", nil, nil, &out))
+		return out.Run
+	}
+	delivered := func() []string {
+		var names []string
+		for _, r := range b.sink.Requests() {
+			var doc map[string]any
+			require.NoError(t, json.Unmarshal(r.Body, &doc))
+			names = append(names, doc["name"].(string))
+		}
+		return names
+	}
+	api.Upsert(map[string]any{"id": "p1", "name": "Ada"})
+	api.Upsert(map[string]any{"id": "p2", "name": "Grace"})
+	require.Equal(t, 2, run().Recovered)
+	require.Eventually(t, func() bool { return len(b.sink.Requests()) == 2 }, 10*time.Second, 20*time.Millisecond)
+
+	api.Upsert(map[string]any{"id": "p1", "name": "Ada Lovelace"}) // an update
+	r := run()
+	require.Equal(t, 1, r.Recovered)
+	require.Eventually(t, func() bool { return len(b.sink.Requests()) == 3 }, 10*time.Second, 20*time.Millisecond)
+	require.Zero(t, run().Recovered, "a run with nothing new delivers nothing")
+	time.Sleep(200 * time.Millisecond)
+	require.ElementsMatch(t, []string{"Ada", "Grace", "Ada Lovelace"}, delivered())
 }
