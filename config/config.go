@@ -42,8 +42,9 @@ type Server struct {
 }
 
 type TLS struct {
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
 }
 
 type Admin struct {
@@ -351,6 +352,7 @@ func (c *Config) defaults() {
 	if c.Server.TLS != nil {
 		c.Server.TLS.CertFile = c.Resolve(c.Server.TLS.CertFile)
 		c.Server.TLS.KeyFile = c.Resolve(c.Server.TLS.KeyFile)
+		c.Server.TLS.ClientCAFile = c.Resolve(c.Server.TLS.ClientCAFile)
 	}
 	for i := range c.Routes {
 		r := &c.Routes[i]

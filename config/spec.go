@@ -8,9 +8,10 @@ var Spec = []Field{
 		{Name: "listen", Kind: KindString, Default: DefaultListen, Doc: "Address for webhooks (POST /hooks/{connector}) and GET /healthz, /readyz."},
 		{Name: "public_url", Kind: KindString, Example: "https://bridge.example.clinic", Doc: "How senders reach this agent; used for signature schemes that sign the URL and for callback URLs."},
 		{Name: "max_body", Kind: KindSize, Default: "1MiB", Doc: "Largest webhook body accepted; larger ones get 413."},
-		{Name: "tls", Kind: KindObject, Doc: "Serve webhooks over TLS.", Fields: []Field{
+		{Name: "tls", Kind: KindObject, Doc: "Serve webhooks over TLS (1.2 or newer). The certificate is re-read when its files change.", Fields: []Field{
 			{Name: "cert_file", Kind: KindString, Required: true, Doc: "PEM certificate chain."},
 			{Name: "key_file", Kind: KindString, Required: true, Doc: "PEM private key."},
+			{Name: "client_ca_file", Kind: KindString, Doc: "PEM CA bundle: when set, senders must present a client certificate it signed (mutual TLS)."},
 		}},
 	}},
 	{Name: "admin", Kind: KindObject, Doc: "The admin API and /metrics; never on the public listener.", Fields: []Field{

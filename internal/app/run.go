@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -99,13 +100,16 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 		return fmt.Errorf("queue: %w", err)
 	}
 	errc := make(chan error, 2)
-	go func() {
-		if cfg.Server.TLS != nil {
-			errc <- hooksSrv.ServeTLS(hooksLn, cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile)
-		} else {
-			errc <- hooksSrv.Serve(hooksLn)
+	if t := cfg.Server.TLS; t != nil {
+		tc, err := server.TLSConfig(server.TLSFiles{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile})
+		if err != nil {
+			hooksLn.Close()
+			adminLn.Close()
+			return err
 		}
-	}()
+		hooksLn = tls.NewListener(hooksLn, tc)
+	}
+	go func() { errc <- hooksSrv.Serve(hooksLn) }()
 	go func() { errc <- adminSrv.Serve(adminLn) }()
 	log.Info().Str("listen", hooksLn.Addr().String()).Str("admin", adminLn.Addr().String()).
 		Str("store", cfg.Store.Driver).Int("routes", len(a.Routes)).Msg("clinicbridge running")
