@@ -115,6 +115,32 @@ type Connector struct {
 	Type string
 	Node *yaml.Node // the connector's mapping, including `type`
 	Key  *yaml.Node // the name's node, for errors
+	// Limits are the sink protections every sink type accepts (SinkLimitFields).
+	Limits SinkLimits
+}
+
+// SinkLimits protect a sink: `rate`, `concurrency` and `breaker`.
+type SinkLimits struct {
+	Rate        string   `yaml:"rate"`
+	Concurrency int      `yaml:"concurrency"`
+	Breaker     *Breaker `yaml:"breaker"`
+}
+
+// Breaker opens after Failures consecutive transient failures and probes
+// the sink once per Cooldown until it recovers.
+type Breaker struct {
+	Failures int      `yaml:"failures"`
+	Cooldown Duration `yaml:"cooldown"`
+}
+
+// SinkLimitFields are accepted by every sink connector type, besides its own.
+var SinkLimitFields = []Field{
+	{Name: "rate", Kind: KindString, Example: "10/s", Doc: "Most calls to this sink, across all routes: N/s, N/min or N/h. Deliveries beyond it wait (without using attempts)."},
+	{Name: "concurrency", Kind: KindInt, Example: "4", Doc: "Most calls to this sink in flight at once."},
+	{Name: "breaker", Kind: KindObject, Doc: "Circuit breaker: after `failures` consecutive transient failures, stop calling the sink; every `cooldown`, let one delivery through as a probe; close when it succeeds. Waiting deliveries keep their attempts.", Fields: []Field{
+		{Name: "failures", Kind: KindInt, Default: "20", Doc: "Consecutive transient failures that open the circuit."},
+		{Name: "cooldown", Kind: KindDuration, Default: "30s", Doc: "How long the circuit stays open before the next probe."},
+	}},
 }
 
 // Route sends events from a source through a mapping to a sink.
@@ -289,6 +315,17 @@ func Parse(path string, src []byte, types ConnectorTypes, opts Options) (*Config
 			}
 			all := append([]Field{{Name: "type", Kind: KindString, Required: true}}, fields...)
 			errs = append(errs, Check(path, v, all, p)...)
+			if err := v.Decode(&c.Limits); err != nil {
+				errs = append(errs, Errorf(path, v, p, "%v", err))
+			}
+			if b := c.Limits.Breaker; b != nil {
+				if b.Failures == 0 {
+					b.Failures = 20
+				}
+				if b.Cooldown == 0 {
+					b.Cooldown = Duration(30 * time.Second)
+				}
+			}
 			cfg.Connectors = append(cfg.Connectors, c)
 		}
 	}

@@ -125,8 +125,12 @@ func (r *Registry) Names() []string {
 	return names
 }
 
-// ConnectorFields returns the config keys of type typ (config.ConnectorTypes).
+// ConnectorFields returns the config keys of type typ (config.ConnectorTypes):
+// its own, and for sinks the protections every sink accepts.
 func (r *Registry) ConnectorFields(typ string) ([]config.Field, bool) {
 	t, ok := r.types[typ]
+	if ok && t.Sink() {
+		return append(append([]config.Field{}, t.Fields...), config.SinkLimitFields...), true
+	}
 	return t.Fields, ok
 }

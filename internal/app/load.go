@@ -36,6 +36,8 @@ type Agent struct {
 	// Mappings are the mapping files the routes use, with their programs.
 	Mappings    map[string]*mapping.Program
 	Reconcilers []*reconcile.Reconciler
+	// Limits protect sink connectors, by name.
+	Limits map[string]pipeline.Limits
 	// Warnings are problems that do not stop the agent.
 	Warnings []string
 
@@ -60,6 +62,7 @@ func Load(path string, reg *connectors.Registry, opts config.Options, log zerolo
 		Sinks:      map[string]connectors.Sink{},
 		Connectors: map[string]connectors.Type{},
 		Mappings:   map[string]*mapping.Program{},
+		Limits:     map[string]pipeline.Limits{},
 	}
 	var errs config.Errors
 	for _, c := range cfg.Connectors {
@@ -75,6 +78,11 @@ func Load(path string, reg *connectors.Registry, opts config.Options, log zerolo
 		if err != nil {
 			errs = append(errs, config.Errorf(cfg.File, c.Node, "connectors."+c.Name, "%v", err))
 			continue
+		}
+		if l, err := limits(c.Limits); err != nil {
+			errs = append(errs, config.Errorf(cfg.File, config.ValueNode(c.Node, "rate"), "connectors."+c.Name+".rate", "%v", err))
+		} else if l != (pipeline.Limits{}) {
+			a.Limits[c.Name] = l
 		}
 		if cl, ok := inst.(connectors.Closer); ok {
 			a.closers = append(a.closers, cl)
@@ -258,6 +266,22 @@ func flatten(err error) []error {
 		return out
 	}
 	return []error{err}
+}
+
+func limits(c config.SinkLimits) (pipeline.Limits, error) {
+	var l pipeline.Limits
+	if c.Rate != "" {
+		r, err := pipeline.ParseRate(c.Rate)
+		if err != nil {
+			return l, err
+		}
+		l.Rate = r
+	}
+	l.Concurrency = c.Concurrency
+	if b := c.Breaker; b != nil {
+		l.Failures, l.Cooldown = b.Failures, b.Cooldown.Std()
+	}
+	return l, nil
 }
 
 func sinceMidnight(t time.Time) time.Duration {

@@ -45,7 +45,7 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 	}
 	var st store.Store
 	m := metrics.New(func(ctx context.Context) (store.Stats, error) { return st.Stats(ctx) })
-	pl := pipeline.New(pipeline.Params{Routes: a.Routes, Logger: log, Metrics: m})
+	pl := pipeline.New(pipeline.Params{Routes: a.Routes, Limits: a.Limits, Logger: log, Metrics: m})
 	rec := reconcile.New(a.Reconcilers, pl, log, m)
 	st, err := store.Open(ctx, store.Params{
 		Driver:         cfg.Store.Driver,

@@ -27,6 +27,9 @@ type Metrics struct {
 	// Latency is from receipt of the event to a successful delivery.
 	Latency *prometheus.HistogramVec
 
+	// Circuit is each protected sink's breaker: 0 closed, 1 open, 2 half-open.
+	Circuit *prometheus.GaugeVec
+
 	// ReconcileRecovered counts events a reconciler found that no webhook brought.
 	ReconcileRecovered *prometheus.CounterVec
 	// ReconcileRuns counts runs by reconciler and outcome (ok, error).
@@ -55,6 +58,10 @@ func New(stats func(context.Context) (store.Stats, error)) *Metrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200},
 		}, []string{"route"}),
 	}
+	m.Circuit = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "clinicbridge_circuit_state",
+		Help: "Circuit breaker of a protected sink connector: 0 closed, 1 open, 2 half-open.",
+	}, []string{"connector"})
 	m.ReconcileRecovered = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "clinicbridge_reconcile_recovered_total",
 		Help: "Events found by reconciliation that no webhook had delivered, by reconciler.",
@@ -68,7 +75,7 @@ func New(stats func(context.Context) (store.Stats, error)) *Metrics {
 		Help:    "Duration of reconcile runs, by reconciler.",
 		Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 300},
 	}, []string{"reconciler"})
-	reg.MustRegister(m.Received, m.Deliveries, m.Latency, m.ReconcileRecovered, m.ReconcileRuns, m.ReconcileDuration,
+	reg.MustRegister(m.Received, m.Deliveries, m.Latency, m.ReconcileRecovered, m.ReconcileRuns, m.ReconcileDuration, m.Circuit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if stats != nil {
 		reg.MustRegister(&queueCollector{stats: stats})

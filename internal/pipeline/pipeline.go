@@ -32,6 +32,8 @@ type Pipeline struct {
 	// retryAfter carries a remote's Retry-After from a failed attempt to the
 	// retry policy River consults right after it, keyed by job id.
 	retryAfter sync.Map
+	// guards protect sinks, by connector name; they outlive config reloads.
+	guards map[string]*guard
 }
 
 type routeSet struct {
@@ -41,7 +43,9 @@ type routeSet struct {
 
 // Params configure New.
 type Params struct {
-	Routes  []*Route
+	Routes []*Route
+	// Limits protect sink connectors, by name.
+	Limits  map[string]Limits
 	Logger  zerolog.Logger
 	Metrics *metrics.Metrics
 	Now     func() time.Time // default time.Now
@@ -50,9 +54,12 @@ type Params struct {
 // New returns a pipeline; call SetStore before use (the store needs the
 // pipeline's worker to open, and the pipeline needs the store to work).
 func New(p Params) *Pipeline {
-	pl := &Pipeline{log: p.Logger, metrics: p.Metrics, now: p.Now}
+	pl := &Pipeline{log: p.Logger, metrics: p.Metrics, now: p.Now, guards: map[string]*guard{}}
 	if pl.now == nil {
 		pl.now = time.Now
+	}
+	for name, l := range p.Limits {
+		pl.guards[name] = newGuard(name, l, pl.now)
 	}
 	if pl.metrics == nil {
 		pl.metrics = metrics.New(nil)
@@ -172,6 +179,19 @@ func (p *Pipeline) deliver(ctx context.Context, job *rivertype.JobRow, id string
 	if err != nil {
 		return p.finish(ctx, log, d, store.Dead, "mapping: "+err.Error(), "", true, false)
 	}
+	var release func(bool)
+	if g := p.guards[r.To]; g != nil {
+		var wait time.Duration
+		var why string
+		if release, wait, why = g.admit(ctx); release == nil {
+			// The sink is protected: wait without using an attempt.
+			if rerr := p.record(ctx, log, d.Route, store.Outcome{ID: d.ID, State: store.Pending, Error: "waiting: " + why}, "waiting"); rerr != nil {
+				return rerr
+			}
+			p.metrics.Circuit.WithLabelValues(r.To).Set(float64(g.State()))
+			return river.JobSnooze(wait)
+		}
+	}
 	receipt, err := r.Sink.Do(ctx, connectors.Delivery{
 		Action:         r.Action.Name,
 		Document:       doc,
@@ -180,6 +200,11 @@ func (p *Pipeline) deliver(ctx context.Context, job *rivertype.JobRow, id string
 		EventID:        d.EventID,
 		Route:          d.Route,
 	})
+	if release != nil {
+		class := connectors.ClassOf(err)
+		release(err != nil && (class == connectors.Transient || class == connectors.Ambiguous))
+		p.metrics.Circuit.WithLabelValues(r.To).Set(float64(p.guards[r.To].State()))
+	}
 	if err == nil {
 		if d.RunAt.Sub(ev.ReceivedAt) < time.Second {
 			p.metrics.Latency.WithLabelValues(d.Route).Observe(p.now().Sub(ev.ReceivedAt).Seconds())

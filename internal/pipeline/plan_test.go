@@ -139,3 +139,16 @@ func TestPlanLateAndQuiet(t *testing.T) {
 	require.Equal(t, store.Scheduled, in.Deliveries[1].State, "an immediate send at 22:00 waits for the morning")
 	require.Equal(t, time.Date(2026, 11, 29, 8, 0, 0, 0, london), in.Deliveries[1].RunAt)
 }
+
+func TestParseRate(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]float64{"10/s": 10, "60/min": 1, "3600/h": 1, "1.5 / s": 1.5} {
+		got, err := ParseRate(in)
+		require.NoError(t, err, in)
+		require.InDelta(t, want, float64(got), 1e-9, in)
+	}
+	for _, bad := range []string{"10", "0/s", "-1/s", "ten/s", "10/fortnight"} {
+		_, err := ParseRate(bad)
+		require.Error(t, err, bad)
+	}
+}
