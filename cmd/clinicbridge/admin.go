@@ -322,3 +322,18 @@ func rekeyCmd(g *globals) *cobra.Command {
 		},
 	}
 }
+
+func reloadCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "reload",
+		Short: "Make the running agent re-read its config and mappings (as SIGHUP does); an invalid config is rejected and the old one stays",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := call(g, "POST", "/api/reload", nil, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "reloaded")
+			return nil
+		},
+	}
+}

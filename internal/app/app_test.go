@@ -35,6 +35,7 @@ const secret = "whsec_dGVzdC1zZWNyZXQtZm9yLWNsaW5pY2JyaWRnZS10ZXN0cw=="
 
 // bundle is one running agent with a recording sink.
 type bundle struct {
+	path   string // the config file
 	hooks  string // http://host:port
 	admin  *server.Client
 	sink   *httpfake.Server
@@ -98,6 +99,7 @@ func startWith(t *testing.T, reg *connectors.Registry, cfg string, storeYAML str
 	cfg = strings.ReplaceAll(cfg, "{{SINK}}", sinkSrv.URL) + storeYAML
 	path := filepath.Join(dir, "clinicbridge.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+	b.path = path
 	log := zerolog.New(b.logs)
 	a, err := app.Load(path, reg, config.Options{}, log)
 	require.NoError(t, err)

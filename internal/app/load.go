@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,7 +42,11 @@ type Agent struct {
 	// Warnings are problems that do not stop the agent.
 	Warnings []string
 
-	closers []io.Closer
+	closers   []io.Closer
+	closeOnce sync.Once
+	// how it was loaded, so a reload can do it again
+	path string
+	opts config.Options
 	// store is set by Run; connectors' State reaches it through lazyState.
 	store atomic.Pointer[store.Store]
 }
@@ -63,6 +68,8 @@ func Load(path string, reg *connectors.Registry, opts config.Options, log zerolo
 		Connectors: map[string]connectors.Type{},
 		Mappings:   map[string]*mapping.Program{},
 		Limits:     map[string]pipeline.Limits{},
+		path:       path,
+		opts:       opts,
 	}
 	var errs config.Errors
 	for _, c := range cfg.Connectors {
@@ -316,11 +323,13 @@ func (a *Agent) Route(name string) (*pipeline.Route, bool) {
 	return nil, false
 }
 
-// Close releases the connectors.
+// Close releases the connectors; later calls do nothing.
 func (a *Agent) Close() error {
 	var errs []error
-	for _, c := range a.closers {
-		errs = append(errs, c.Close())
-	}
+	a.closeOnce.Do(func() {
+		for _, c := range a.closers {
+			errs = append(errs, c.Close())
+		}
+	})
 	return errors.Join(errs...)
 }

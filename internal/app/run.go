@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/clinicbridge/clinicbridge/connectors"
 	"github.com/clinicbridge/clinicbridge/internal/metrics"
 	"github.com/clinicbridge/clinicbridge/internal/pipeline"
 	"github.com/clinicbridge/clinicbridge/internal/reconcile"
@@ -77,11 +79,15 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 		hooksLn.Close()
 		return fmt.Errorf("admin.listen: %w", err)
 	}
+	l := &live{first: a, pl: pl, st: st, log: log}
+	l.cur.Store(a)
+	defer func() {
+		if cur := l.cur.Load(); cur != a {
+			cur.Close()
+		}
+	}()
 	hooks := &server.Hooks{
-		Sources: func(name string) (connectors.Source, bool) {
-			s, ok := a.Sources[name]
-			return s, ok
-		},
+		Sources:   l.source,
 		Accept:    pl,
 		Ready:     st.Ping,
 		MaxBody:   int64(cfg.Server.MaxBody),
@@ -90,7 +96,8 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 		Metrics:   m,
 		Reconcile: rec.RunSource,
 	}
-	admin := &server.Admin{Store: st, Tokens: cfg.Admin.AllTokens(), Log: log, Metrics: m, Reconcile: rec.Run}
+	admin := &server.Admin{Store: st, Tokens: cfg.Admin.AllTokens(), Log: log, Metrics: m, Reconcile: rec.Run,
+		Reload: func(ctx context.Context, actor string) error { return l.reload(ctx, actor) }}
 	hooksSrv := &http.Server{Handler: hooks.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	adminSrv := &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
@@ -117,10 +124,24 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 		opts.Ready(hooksLn.Addr(), adminLn.Addr())
 	}
 
+	if err := l.watch(ctx); err != nil {
+		log.Warn().Err(err).Msg("cannot watch the config for changes; use SIGHUP to reload")
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case runErr = <-errc:
+			break wait
+		case <-hup:
+			_ = l.reload(ctx, "sighup") // logged and audited either way
+		}
 	}
 	log.Info().Msg("shutting down: no new webhooks; finishing in-flight deliveries")
 	stopCtx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -28,6 +29,8 @@ type Admin struct {
 	Store store.Store
 	// Reconcile runs a reconciler now and returns its report.
 	Reconcile func(ctx context.Context, name, trigger string) (store.Run, error)
+	// Reload re-reads the config (POST /api/reload).
+	Reload func(ctx context.Context, actor string) error
 	// Tokens are the accepted tokens; none means no auth (loopback only,
 	// which CheckAdminListen enforces).
 	Tokens  []config.AdminToken
@@ -69,6 +72,7 @@ func (a *Admin) Handler() http.Handler {
 	mux.Handle("POST /api/reconcile/{name}/run", a.auth(replay, http.HandlerFunc(a.reconcileRun)))
 	mux.Handle("POST /api/purge", a.auth(config.ScopeAdmin, http.HandlerFunc(a.purge)))
 	mux.Handle("POST /api/rekey", a.auth(config.ScopeAdmin, http.HandlerFunc(a.rekey)))
+	mux.Handle("POST /api/reload", a.auth(config.ScopeAdmin, http.HandlerFunc(a.reload)))
 	return mux
 }
 
@@ -331,6 +335,19 @@ func (a *Admin) rekey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"resealed": n})
+}
+
+func (a *Admin) reload(w http.ResponseWriter, r *http.Request) {
+	// Audited by Reload itself, which SIGHUP and the file watch share.
+	if err := a.Reload(r.Context(), actor(r)); err != nil {
+		var problems []string
+		for _, e := range config.AsErrors(err) {
+			problems = append(problems, e.Error())
+		}
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "the new config was rejected; the running one stays:\n" + strings.Join(problems, "\n")})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true})
 }
 
 func nonNil[T any](s []T) []T {
