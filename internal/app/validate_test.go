@@ -122,3 +122,16 @@ func TestValidateErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestValidateWarnsWhenTheWholePayloadLeaves(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "clinicbridge.yaml")
+	cfg := strings.Replace(validBase, "        body: {value: hi}\n", "        body: {value: hi}\n        everything: {from: payload}\n", 1)
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+	a, err := app.Load(path, registry(), config.Options{}, zerolog.Nop())
+	require.NoError(t, err)
+	defer a.Close()
+	require.Len(t, a.Warnings, 1)
+	require.Contains(t, a.Warnings[0], "routes[0].map: fields [everything] send the whole payload to sms")
+}
