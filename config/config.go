@@ -83,7 +83,12 @@ type Store struct {
 	URL           string   `yaml:"url"`
 	Retention     Duration `yaml:"retention"`
 	EncryptionKey Strings  `yaml:"encryption_key"`
+	AgentID       string   `yaml:"agent_id"`
+	Migrate       *bool    `yaml:"migrate"`
 }
+
+// MigrateAtStart reports store.migrate (default true).
+func (s Store) MigrateAtStart() bool { return s.Migrate == nil || *s.Migrate }
 
 // Strings decodes one string or a list of them.
 type Strings []string

@@ -27,6 +27,8 @@ var Spec = []Field{
 		{Name: "driver", Kind: KindString, Default: "sqlite", Enum: []string{"sqlite", "postgres"}, Doc: "sqlite for one agent; postgres for several agents sharing one database."},
 		{Name: "path", Kind: KindString, Default: DefaultStorePath, Doc: "SQLite database file."},
 		{Name: "url", Kind: KindString, Secret: true, Example: "${DATABASE_URL}", Doc: "PostgreSQL connection URL."},
+		{Name: "agent_id", Kind: KindString, Example: "${HOSTNAME}", Doc: "Postgres: this agent's name among those sharing the database, stable across restarts, so a restarted agent takes back at once the work its previous process left running (others are rescued after 3 minutes). Two live agents with one id are refused."},
+		{Name: "migrate", Kind: KindBool, Default: "true", Doc: "Run schema migrations at start. With false, start only if the schema is this binary's (run `clinicbridge migrate` in your deploy step)."},
 		{Name: "retention", Kind: KindDuration, Default: "720h", Doc: "Payloads are purged after this (hourly, once every delivery of the event is finished); the delivery ledger stays."},
 		{Name: "encryption_key", Kind: KindString, Secret: true, Example: "${CLINICBRIDGE_ENCRYPTION_KEY}",
 			Doc: "Seal payloads and connector state (tokens, opt-out lists) at rest with AES-256-GCM: 32 bytes in base64 (`openssl rand -base64 32`). A list rotates keys: the first seals, all open; `clinicbridge rekey` re-seals old rows.",

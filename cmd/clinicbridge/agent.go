@@ -74,3 +74,24 @@ func validateCmd(g *globals) *cobra.Command {
 		},
 	}
 }
+
+func migrateCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "migrate",
+		Short: "Bring the store's schema up to this binary's (run before starting agents with store.migrate: false)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := load(g, zerolog.Nop())
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			v, err := a.Migrate(cmd.Context())
+			if err != nil {
+				return failureErr(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s store schema is at version %d\n", a.Config.Store.Driver, v)
+			return nil
+		},
+	}
+}

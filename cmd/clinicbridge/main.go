@@ -77,7 +77,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVarP(&g.config, "config", "c", "clinicbridge.yaml", "config file")
 	root.PersistentFlags().StringVar(&g.as, "as", "", "admin verbs: use this named token from admin.tokens (default: admin.token, else the first)")
 	root.AddCommand(
-		runCmd(g), validateCmd(g), testCmd(g), mapCmd(g), schemaCmd(),
+		runCmd(g), validateCmd(g), migrateCmd(g), testCmd(g), mapCmd(g), schemaCmd(),
 		eventsCmd(g), deliveriesCmd(g), replayCmd(g), reconcileCmd(g), auditCmd(g), purgeCmd(g), rekeyCmd(g), reloadCmd(g),
 		fakeCmd(), sendTestCmd(g), versionCmd(),
 	)

@@ -58,6 +58,8 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 		Periodic:       rec.Periodic(),
 		RetryPolicy:    pl.RetryPolicy(),
 		EncryptionKeys: cfg.Store.EncryptionKey,
+		AgentID:        cfg.Store.AgentID,
+		NoMigrate:      !cfg.Store.MigrateAtStart(),
 		Retention:      cfg.Store.Retention.Std(),
 		Logger:         slog.New(zerologHandler{log.With().Str("component", "queue").Logger()}),
 	})

@@ -162,53 +162,57 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 	if len(fresh) == 0 {
 		return nil
 	}
-	// Cancellations first, so a replacing delivery is not cancelled by its own event.
+	// Events take effect in order: each event's cancellations apply to what
+	// is stored and to the scheduled deliveries of earlier events in this
+	// batch, then its own deliveries join (so a replacement is not cancelled
+	// by its own event, and a cancellation in the same batch as the booking
+	// still cancels its reminder).
+	var planned []*NewDelivery
+	var plannedBy []*Incoming
 	for _, in := range fresh {
 		for _, c := range in.Cancels {
 			if err := e.cancel(ctx, tx, c, now); err != nil {
 				return err
 			}
+			for _, d := range planned {
+				if d.State == Scheduled && d.Route == c.Route && d.Key == c.Key {
+					d.State, d.Reason = Cancelled, c.Reason
+				}
+			}
 		}
-	}
-	var params []river.InsertManyParams
-	var queued []*NewDelivery
-	var owners []*Incoming
-	var final []struct {
-		in *Incoming
-		d  *NewDelivery
-	}
-	for _, in := range fresh {
 		for i := range in.Deliveries {
-			d := &in.Deliveries[i]
-			if d.State.Final() {
-				final = append(final, struct {
-					in *Incoming
-					d  *NewDelivery
-				}{in, d})
-				continue
-			}
-			opts := &river.InsertOpts{MaxAttempts: d.MaxAttempts}
-			if d.RunAt.After(now) {
-				opts.ScheduledAt = d.RunAt
-			}
-			params = append(params, river.InsertManyParams{Args: DeliveryArgs{DeliveryID: d.ID, Route: d.Route}, InsertOpts: opts})
-			queued = append(queued, d)
-			owners = append(owners, in)
+			planned = append(planned, &in.Deliveries[i])
+			plannedBy = append(plannedBy, in)
 		}
 	}
-	var jobs []*rivertype.JobInsertResult
+	// Deliveries still to run get a River job (scheduled at their `at`);
+	// final ones (skipped, dead, cancelled in this batch) only a ledger row.
+	var params []river.InsertManyParams
+	var queued []int // indexes into planned
+	for k, d := range planned {
+		if d.State.Final() {
+			continue
+		}
+		opts := &river.InsertOpts{MaxAttempts: d.MaxAttempts}
+		if d.RunAt.After(now) {
+			opts.ScheduledAt = d.RunAt
+		}
+		params = append(params, river.InsertManyParams{Args: DeliveryArgs{DeliveryID: d.ID, Route: d.Route}, InsertOpts: opts})
+		queued = append(queued, k)
+	}
+	jobOf := make(map[int]int64, len(queued))
 	if len(params) > 0 {
-		var err error
-		if jobs, err = e.client.InsertManyTx(ctx, tx, params); err != nil {
+		jobs, err := e.client.InsertManyTx(ctx, tx, params)
+		if err != nil {
 			return err
 		}
+		for j, k := range queued {
+			jobOf[k] = jobs[j].Job.ID
+		}
 	}
-	rowsOut := make([]deliveryRow, 0, len(queued)+len(final))
-	for i, d := range queued {
-		rowsOut = append(rowsOut, deliveryRow{owners[i].Event.Source, owners[i].Event.ID, d, jobs[i].Job.ID})
-	}
-	for _, f := range final {
-		rowsOut = append(rowsOut, deliveryRow{f.in.Event.Source, f.in.Event.ID, f.d, 0})
+	rowsOut := make([]deliveryRow, len(planned))
+	for k, d := range planned {
+		rowsOut[k] = deliveryRow{plannedBy[k].Event.Source, plannedBy[k].Event.ID, d, jobOf[k]}
 	}
 	return insertDeliveries(ctx, q, rowsOut, now)
 }

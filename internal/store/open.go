@@ -37,6 +37,13 @@ func Open(ctx context.Context, p Params) (Store, error) {
 	}
 }
 
+// JobTimeout bounds one delivery attempt or reconcile page loop in the queue;
+// RescueAfter is when the leader gives a dead agent's running job to another.
+const (
+	JobTimeout  = 2 * time.Minute
+	RescueAfter = JobTimeout + time.Minute
+)
+
 // RetentionArgs is the hourly job that purges payloads past store.retention.
 type RetentionArgs struct{}
 
@@ -65,7 +72,11 @@ func riverConfig(p Params, self *Store) *river.Config {
 		// Fetch soon after work arrives: the default 100 ms cooldown caps draining.
 		FetchCooldown:     10 * time.Millisecond,
 		FetchPollInterval: 200 * time.Millisecond,
-		JobTimeout:        2 * time.Minute,
+		JobTimeout:        JobTimeout,
+		// A job still running this long belonged to an agent that died
+		// (attempts are bounded by JobTimeout): another agent takes it over.
+		RescueStuckJobsAfter: RescueAfter,
+		ID:                   p.AgentID,
 	}
 	if p.Worker != nil {
 		workers := river.NewWorkers()
@@ -251,10 +262,28 @@ func openPostgres(ctx context.Context, p Params) (Store, error) {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7243001)`); err != nil {
 			return err
 		}
+		if p.NoMigrate {
+			return checkSchema(ctx, pgxQuerier{tx})
+		}
 		return migrate(ctx, pgxQuerier{tx}, "BYTEA")
 	}); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("store: %w", err)
+	}
+	var agentLock *pgx.Conn
+	if p.AgentID != "" {
+		if agentLock, err = claimAgentID(ctx, pcfg.ConnConfig, p.AgentID); err != nil {
+			pool.Close()
+			return nil, err
+		}
+		// Jobs this agent's previous process left running are orphans: we
+		// hold its id, so no live process is working them.
+		if _, err := pool.Exec(ctx, `UPDATE river_job SET state = 'available'
+			WHERE state = 'running' AND attempted_by[array_length(attempted_by, 1)] = $1`, p.AgentID); err != nil {
+			agentLock.Close(ctx)
+			pool.Close()
+			return nil, fmt.Errorf("store: requeue interrupted jobs: %w", err)
+		}
 	}
 	keys, err := NewKeyring(p.EncryptionKeys)
 	if err != nil {
@@ -268,20 +297,46 @@ func openPostgres(ctx context.Context, p Params) (Store, error) {
 		return nil, err
 	}
 	e := &engine[pgx.Tx]{
-		keys:        keys,
-		client:      client,
-		begin:       func(ctx context.Context) (pgx.Tx, error) { return pool.Begin(ctx) },
-		commit:      func(ctx context.Context, tx pgx.Tx) error { return tx.Commit(ctx) },
-		rollback:    func(ctx context.Context, tx pgx.Tx) { _ = tx.Rollback(ctx) },
-		inTx:        func(tx pgx.Tx) querier { return pgxQuerier{tx} },
-		read:        pgxQuerier{pool},
-		close:       func() error { pool.Close(); return nil },
+		keys:     keys,
+		client:   client,
+		begin:    func(ctx context.Context) (pgx.Tx, error) { return pool.Begin(ctx) },
+		commit:   func(ctx context.Context, tx pgx.Tx) error { return tx.Commit(ctx) },
+		rollback: func(ctx context.Context, tx pgx.Tx) { _ = tx.Rollback(ctx) },
+		inTx:     func(tx pgx.Tx) querier { return pgxQuerier{tx} },
+		read:     pgxQuerier{pool},
+		close: func() error {
+			if agentLock != nil {
+				agentLock.Close(context.Background())
+			}
+			pool.Close()
+			return nil
+		},
 		unavailable: pgUnavailable,
 		lockAudit:   `SELECT pg_advisory_xact_lock(7243002)`,
 	}
 	e.writer = newWriter(e, p.Linger)
 	self = e
 	return e, nil
+}
+
+// claimAgentID holds a session advisory lock named by the agent id for the
+// life of the store, so two live agents cannot share an id. Postgres drops the
+// lock when the session dies, so a killed agent's id is free again at once.
+func claimAgentID(ctx context.Context, cc *pgx.ConnConfig, id string) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(7243003, hashtext($1))`, id).Scan(&ok); err != nil {
+		conn.Close(ctx)
+		return nil, err
+	}
+	if !ok {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("store: another running agent uses store.agent_id %q: give each agent its own", id)
+	}
+	return conn, nil
 }
 
 func createSchema(ctx context.Context, cc *pgx.ConnConfig, schema string) error {

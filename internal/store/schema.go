@@ -97,6 +97,21 @@ var migrations = []string{
 // SchemaVersion is the newest schema this binary knows.
 var SchemaVersion = len(migrations)
 
+// checkSchema refuses a database whose schema is not this binary's.
+func checkSchema(ctx context.Context, q querier) error {
+	v, err := queryOne(ctx, q, func(r rows) (int, error) {
+		var v int
+		return v, r.Scan(&v)
+	}, `SELECT COALESCE(MAX(version), 0) FROM cb_schema`)
+	if err != nil {
+		return fmt.Errorf("reading the schema version (run `clinicbridge migrate`): %w", err)
+	}
+	if v != SchemaVersion {
+		return fmt.Errorf("the database schema is version %d and this binary needs %d: run `clinicbridge migrate` (store.migrate is false)", v, SchemaVersion)
+	}
+	return nil
+}
+
 func migrate(ctx context.Context, q querier, bytesType string) error {
 	if _, err := q.exec(ctx, `CREATE TABLE IF NOT EXISTS cb_schema (version INTEGER NOT NULL)`); err != nil {
 		return err

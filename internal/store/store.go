@@ -265,6 +265,15 @@ type Params struct {
 	URL    string // postgres URL
 	// Schema, for postgres, puts every table in this schema (tests use one per run).
 	Schema string
+	// AgentID names this agent among several sharing Postgres (River's
+	// client id). It must be stable across restarts: a restarted agent takes
+	// back the jobs its previous process left running, at once. Two live
+	// agents with one id are refused. Empty: a random id (no take-back; jobs
+	// of a dead agent are rescued after RescueAfter).
+	AgentID string
+	// Migrate, when false, skips migrations and refuses to start unless the
+	// schema is exactly this binary's (`clinicbridge migrate` runs them).
+	NoMigrate bool
 
 	// Worker runs delivery jobs; nil opens an insert-only store (tools, tests).
 	Worker river.Worker[DeliveryArgs]

@@ -382,4 +382,22 @@ func Run(t *testing.T, open Opener) {
 		require.True(t, ok)
 		require.Equal(t, "refresh-me", string(v))
 	})
+
+	t.Run("EventsInOneBatchTakeEffectInOrder", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, store.Params{})
+		ctx := context.Background()
+		later := time.Now().Add(time.Hour)
+		// A booking and its cancellation arrive in the same batch: the reminder never stands.
+		fresh, err := s.Accept(ctx, []store.Incoming{
+			{Event: event("created", "t", "b1"), Deliveries: []store.NewDelivery{delivery("r1", "reminder", "b1", store.Scheduled, later)}},
+			{Event: event("cancelled", "t", "b1"), Cancels: []store.Cancel{{Route: "reminder", Key: "b1", Reason: "cancelled"}}},
+		})
+		require.NoError(t, err)
+		require.Equal(t, []bool{true, true}, fresh)
+		d, err := s.Delivery(ctx, "r1")
+		require.NoError(t, err)
+		require.Equal(t, store.Cancelled, d.State)
+		require.Zero(t, d.JobID, "no job for a delivery cancelled before it was stored")
+	})
 }
