@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 	"github.com/rs/zerolog"
 
 	"github.com/clinicbridge/clinicbridge/connectors"
@@ -29,9 +27,6 @@ type Pipeline struct {
 	now     func() time.Time
 	routes  atomic.Pointer[routeSet]
 
-	// retryAfter carries a remote's Retry-After from a failed attempt to the
-	// retry policy River consults right after it, keyed by job id.
-	retryAfter sync.Map
 	// guards protect sinks, by connector name; they outlive config reloads.
 	guards map[string]*guard
 }
@@ -82,8 +77,13 @@ func (p *Pipeline) SetRoutes(routes []*Route) {
 
 func (p *Pipeline) config() *routeSet { return p.routes.Load() }
 
-// Worker returns the River worker that runs deliveries.
+// Worker returns the River worker for single-delivery jobs (scheduled
+// deliveries, retries, waits, replays).
 func (p *Pipeline) Worker() river.Worker[store.DeliveryArgs] { return &worker{p: p} }
+
+// BatchWorker returns the River worker for batch jobs: the first attempt of
+// the immediate deliveries accepted in one commit.
+func (p *Pipeline) BatchWorker() river.Worker[store.BatchArgs] { return &batchWorker{p: p} }
 
 type worker struct {
 	river.WorkerDefaults[store.DeliveryArgs]
@@ -94,24 +94,60 @@ type worker struct {
 func (w *worker) Timeout(*river.Job[store.DeliveryArgs]) time.Duration { return 90 * time.Second }
 
 func (w *worker) Work(ctx context.Context, job *river.Job[store.DeliveryArgs]) error {
-	return w.p.deliver(ctx, job.JobRow, job.Args.DeliveryID)
+	return w.p.run(ctx, []string{job.Args.DeliveryID})
 }
 
-// deliver runs one attempt. Its return value is the queue decision: nil
-// (done), river.JobCancel (never again), river.JobSnooze (later, without
-// using an attempt) or an error (retry with backoff).
-func (p *Pipeline) deliver(ctx context.Context, job *rivertype.JobRow, id string) error {
-	d, err := p.store.Delivery(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return river.JobCancel(fmt.Errorf("delivery %s is not in the ledger", id))
-	}
+type batchWorker struct {
+	river.WorkerDefaults[store.BatchArgs]
+	p *Pipeline
+}
+
+func (w *batchWorker) Timeout(*river.Job[store.BatchArgs]) time.Duration { return 90 * time.Second }
+
+func (w *batchWorker) Work(ctx context.Context, job *river.Job[store.BatchArgs]) error {
+	return w.p.run(ctx, job.Args.DeliveryIDs)
+}
+
+// batchParallel bounds the attempts one batch job runs at once.
+const batchParallel = 32
+
+// run reads the deliveries with their events in one query and attempts
+// each. Every decision (done, retry at, wait until) is written to the ledger
+// with the attempt's outcome, so the job itself always completes; it returns
+// an error, and River retries the job, only when the store could not be read
+// or written. A delivery that already finished is skipped, so a re-run job
+// never repeats a success.
+func (p *Pipeline) run(ctx context.Context, ids []string) error {
+	loaded, err := p.store.Load(ctx, ids)
 	if err != nil {
-		return err // the store is unavailable: try again later
+		return err
 	}
-	log := p.log.With().Str("delivery", d.ID).Str("route", d.Route).Str("event", d.EventID).Int("attempt", job.Attempt).Logger()
+	if len(loaded) == 1 {
+		return p.attempt(ctx, loaded[0])
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, batchParallel)
+	errs := make([]error, len(loaded))
+	for i, l := range loaded {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs[i] = p.attempt(ctx, l)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// attempt makes one delivery attempt and records its outcome.
+func (p *Pipeline) attempt(ctx context.Context, l store.Loaded) error {
+	d, ev := l.Delivery, l.Event
+	log := p.log.With().Str("delivery", d.ID).Str("route", d.Route).Str("event", d.EventID).Int("attempt", d.Attempts+1).Logger()
 	switch d.State {
 	case store.Succeeded, store.Cancelled, store.Skipped, store.Dead:
-		// Finished meanwhile (cancelled, or a duplicate job): nothing to do.
+		// Finished meanwhile (cancelled, or a job run twice): nothing to do.
 		return nil
 	case store.Scheduled:
 		ok, err := p.store.Claim(ctx, d.ID)
@@ -123,61 +159,71 @@ func (p *Pipeline) deliver(ctx context.Context, job *rivertype.JobRow, id string
 			return nil
 		}
 	}
-	cfg := p.config()
-	r := cfg.byName[d.Route]
+	o, label, err := p.decide(ctx, log, d, ev)
+	if err != nil {
+		return err
+	}
+	o.ID = d.ID
+	return p.record(ctx, log, d.Route, o, label)
+}
+
+// Outcome shapes.
+func done(state store.State, reason string, attempted bool) store.Outcome {
+	return store.Outcome{State: state, Error: reason, Attempted: attempted}
+}
+
+func later(reason string, at time.Time, attempted bool) store.Outcome {
+	return store.Outcome{State: store.Pending, Error: reason, Next: at, Attempted: attempted}
+}
+
+// decide runs the route for one delivery and says what happened: an
+// outcome to record (with the next attempt's time, if any) and its metric
+// label. An error means the store failed and the attempt must run again.
+func (p *Pipeline) decide(ctx context.Context, log zerolog.Logger, d store.Delivery, ev store.EventRecord) (store.Outcome, string, error) {
+	r := p.config().byName[d.Route]
 	if r == nil {
-		return p.finish(ctx, log, d, store.Dead, "route is no longer configured", "", true, false)
+		return done(store.Dead, "route is no longer configured", false), "dead", nil
 	}
 	if !d.DeliveredAt.IsZero() && !r.Action.Idempotent {
 		// Guarantee 2: a sink without idempotency keys is never called again
 		// after a recorded success, not even by a replay.
-		return p.finish(ctx, log, d, store.Succeeded, "already delivered; not sent again (the sink has no idempotency key)", "", false, false)
-	}
-	ev, err := p.store.Event(ctx, d.Source, d.EventID)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return p.finish(ctx, log, d, store.Dead, "event payload is gone (purged)", "", true, false)
-		}
-		return err
+		return done(store.Succeeded, "already delivered; not sent again (the sink has no idempotency key)", false), "succeeded", nil
 	}
 	if !ev.PurgedAt.IsZero() {
-		return p.finish(ctx, log, d, store.Dead, "the event's payload was purged", "", true, false)
+		return done(store.Dead, "the event's payload was purged", false), "dead", nil
 	}
-	if r.Retry.MaxAge > 0 && p.now().Sub(ev.ReceivedAt) > r.Retry.MaxAge && d.Attempts > 0 {
-		return p.finish(ctx, log, d, store.Dead, fmt.Sprintf("gave up: older than retry.max_age %s; last error: %s", r.Retry.MaxAge, d.LastError), "", true, false)
+	now := p.now()
+	if r.Retry.MaxAge > 0 && now.Sub(ev.ReceivedAt) > r.Retry.MaxAge && d.Attempts > 0 {
+		return done(store.Dead, fmt.Sprintf("gave up: older than retry.max_age %s; last error: %s", r.Retry.MaxAge, d.LastError), false), "dead", nil
 	}
 	if r.Action.Overwrites && d.Key != "" {
 		stale, err := p.stale(ctx, d, ev)
 		if err != nil {
-			return err
+			return store.Outcome{}, "", err
 		}
 		if stale {
-			return p.finish(ctx, log, d, store.Skipped, "stale", "", false, false)
+			return done(store.Skipped, "stale", false), "skipped", nil
 		}
 	}
 	input, err := Input(ev.Event, ev.ReceivedAt)
 	if err != nil {
-		return p.finish(ctx, log, d, store.Dead, err.Error(), "", true, false)
+		return done(store.Dead, err.Error(), false), "dead", nil
 	}
 	if r.Needs != nil {
 		needed, wait, err := p.needs(ctx, r, d, input)
-		if err != nil {
-			return err
-		}
-		if needed == nil {
-			if wait <= 0 {
-				return p.finish(ctx, log, d, store.Dead, fmt.Sprintf("needs: route %s had no success for this key within %s", r.Needs.Route, r.Needs.Wait), "", true, false)
-			}
-			if rerr := p.record(ctx, log, d.Route, store.Outcome{ID: d.ID, State: store.Pending, Error: "waiting for route " + r.Needs.Route}, "waiting"); rerr != nil {
-				return rerr
-			}
-			return river.JobSnooze(wait)
+		switch {
+		case err != nil:
+			return store.Outcome{}, "", err
+		case needed == nil && wait <= 0:
+			return done(store.Dead, fmt.Sprintf("needs: route %s had no success for this key within %s", r.Needs.Route, r.Needs.Wait), false), "dead", nil
+		case needed == nil:
+			return later("waiting for route "+r.Needs.Route, now.Add(wait), false), "waiting", nil
 		}
 		input["needs"] = needed
 	}
 	doc, err := r.Map.Apply(input)
 	if err != nil {
-		return p.finish(ctx, log, d, store.Dead, "mapping: "+err.Error(), "", true, false)
+		return done(store.Dead, "mapping: "+err.Error(), false), "dead", nil
 	}
 	var release func(bool)
 	if g := p.guards[r.To]; g != nil {
@@ -185,11 +231,8 @@ func (p *Pipeline) deliver(ctx context.Context, job *rivertype.JobRow, id string
 		var why string
 		if release, wait, why = g.admit(ctx); release == nil {
 			// The sink is protected: wait without using an attempt.
-			if rerr := p.record(ctx, log, d.Route, store.Outcome{ID: d.ID, State: store.Pending, Error: "waiting: " + why}, "waiting"); rerr != nil {
-				return rerr
-			}
 			p.metrics.Circuit.WithLabelValues(r.To).Set(float64(g.State()))
-			return river.JobSnooze(wait)
+			return later("waiting: "+why, now.Add(wait), false), "waiting", nil
 		}
 	}
 	receipt, err := r.Sink.Do(ctx, connectors.Delivery{
@@ -209,9 +252,12 @@ func (p *Pipeline) deliver(ctx context.Context, job *rivertype.JobRow, id string
 		if d.RunAt.Sub(ev.ReceivedAt) < time.Second {
 			p.metrics.Latency.WithLabelValues(d.Route).Observe(p.now().Sub(ev.ReceivedAt).Seconds())
 		}
-		return p.finish(ctx, log, d, store.Succeeded, "", receipt.ExternalID, false, true)
+		o := done(store.Succeeded, "", true)
+		o.ExternalID = receipt.ExternalID
+		return o, "succeeded", nil
 	}
-	return p.failed(ctx, log, job, d, r, err)
+	o, label := p.failed(d, r, err)
+	return o, label, nil
 }
 
 // stale reports whether a newer event was already delivered for this
@@ -240,7 +286,7 @@ func (p *Pipeline) stale(ctx context.Context, d store.Delivery, ev store.EventRe
 func (p *Pipeline) needs(ctx context.Context, r *Route, d store.Delivery, input map[string]any) (map[string]any, time.Duration, error) {
 	key, err := r.Needs.Key.String(input)
 	if err != nil || key == "" {
-		return nil, 0, p.finish(ctx, p.log, d, store.Dead, "needs.key: could not compute the key", "", true, false)
+		return nil, 0, nil // no key: nothing can ever satisfy it, so it is dead with the reason
 	}
 	got, err := p.store.Succeeded(ctx, r.Needs.Route, key)
 	if err == nil {
@@ -258,46 +304,41 @@ func (p *Pipeline) needs(ctx context.Context, r *Route, d store.Delivery, input 
 }
 
 // failed is where a connector's error class becomes a queue decision.
-func (p *Pipeline) failed(ctx context.Context, log zerolog.Logger, job *rivertype.JobRow, d store.Delivery, r *Route, err error) error {
+func (p *Pipeline) failed(d store.Delivery, r *Route, err error) (store.Outcome, string) {
 	class := connectors.ClassOf(err)
 	reason := err.Error()
-	log = log.With().Str("class", class.String()).Logger()
+	now := p.now()
 	if class == connectors.Ambiguous {
 		if !r.Action.Idempotent {
-			return p.finish(ctx, log, d, store.Dead, "ambiguous: the request may have reached "+r.To+" and it has no idempotency key, so it is not retried blindly; check the target, then replay if needed: "+reason, "", true, true)
+			return done(store.Dead, "ambiguous: the request may have reached "+r.To+" and it has no idempotency key, so it is not retried blindly; check the target, then replay if needed: "+reason, true), "dead"
 		}
 		class = connectors.Transient
 	}
+	retryAfter := connectors.RetryAfterOf(err)
 	switch class {
 	case connectors.Permanent, connectors.Auth:
-		return p.finish(ctx, log, d, store.Dead, reason, "", true, true)
+		return done(store.Dead, reason, true), "dead"
 	case connectors.Skip:
-		return p.finish(ctx, log, d, store.Skipped, skipReason(err), "", false, false)
+		return done(store.Skipped, skipReason(err), false), "skipped"
 	case connectors.Paused:
 		// The connector needs an operator (e.g. reconnect Xero): wait without
 		// using attempts, and say why in the ledger.
-		if rerr := p.record(ctx, log, d.Route, store.Outcome{ID: d.ID, State: store.Pending, Error: "paused: " + reason}, "paused"); rerr != nil {
-			return rerr
-		}
-		return river.JobSnooze(pausedRecheck)
+		return later("paused: "+reason, now.Add(pausedRecheck), false), "paused"
 	case connectors.RateLimited:
-		if wait := connectors.RetryAfterOf(err); wait > 0 {
-			if rerr := p.record(ctx, log, d.Route, store.Outcome{ID: d.ID, State: store.Pending, Error: reason, Attempted: true}, "rate_limited"); rerr != nil {
-				return rerr
-			}
-			return river.JobSnooze(wait)
+		if retryAfter > 0 {
+			// The remote said when: wait that long without using an attempt.
+			return later(reason, now.Add(retryAfter), false), "rate_limited"
 		}
 	}
-	if job.Attempt >= job.MaxAttempts {
-		return p.finish(ctx, log, d, store.Dead, fmt.Sprintf("retries exhausted after %d attempts: %s", job.Attempt, reason), "", true, true)
+	attempts := d.Attempts + 1
+	if attempts >= r.Retry.MaxAttempts {
+		return done(store.Dead, fmt.Sprintf("retries exhausted after %d attempts: %s", attempts, reason), true), "dead"
 	}
-	if wait := connectors.RetryAfterOf(err); wait > 0 {
-		p.retryAfter.Store(job.ID, wait)
+	schedule := r.Retry.Backoff
+	if len(schedule) == 0 {
+		schedule = defaultBackoff
 	}
-	if rerr := p.record(ctx, log, d.Route, store.Outcome{ID: d.ID, State: store.Pending, Error: reason, Attempted: true}, "retry"); rerr != nil {
-		return rerr
-	}
-	return err
+	return later(reason, now.Add(max(Backoff(schedule, attempts), retryAfter)), true), "retry"
 }
 
 // pausedRecheck is how often a delivery to a paused connector looks again.
@@ -312,49 +353,22 @@ func skipReason(err error) string {
 	return err.Error()
 }
 
-// finish records a final outcome. cancel makes the job never run again.
-func (p *Pipeline) finish(ctx context.Context, log zerolog.Logger, d store.Delivery, state store.State, reason, externalID string, cancel, attempted bool) error {
-	if err := p.record(ctx, log, d.Route, store.Outcome{ID: d.ID, State: state, Error: reason, ExternalID: externalID, Attempted: attempted}, string(state)); err != nil {
-		return err
-	}
-	if cancel {
-		return river.JobCancel(errors.New(reason))
-	}
-	return nil
-}
-
-func (p *Pipeline) record(ctx context.Context, log zerolog.Logger, route string, o store.Outcome, outcome string) error {
+// record writes an outcome (and the next attempt, if any) to the ledger.
+func (p *Pipeline) record(ctx context.Context, log zerolog.Logger, route string, o store.Outcome, label string) error {
 	if err := p.store.Record(ctx, o); err != nil {
 		log.Error().Err(err).Msg("could not record the delivery outcome; the attempt will run again")
 		return err
 	}
-	p.metrics.Deliveries.WithLabelValues(route, outcome).Inc()
+	p.metrics.Deliveries.WithLabelValues(route, label).Inc()
 	ev := log.Info()
-	if o.State == store.Dead || outcome == "retry" || outcome == "rate_limited" {
+	if o.State == store.Dead || label == "retry" || label == "rate_limited" || label == "paused" {
 		ev = log.Warn().Str("error", o.Error)
 	}
-	ev.Str("state", string(o.State)).Str("outcome", outcome).Msg("delivery")
+	if !o.Next.IsZero() {
+		ev = ev.Time("next", o.Next)
+	}
+	ev.Str("state", string(o.State)).Str("outcome", label).Msg("delivery")
 	return nil
-}
-
-// RetryPolicy spaces retries by the route's backoff schedule with jitter,
-// and never sooner than a Retry-After the remote asked for.
-func (p *Pipeline) RetryPolicy() river.ClientRetryPolicy { return retryPolicy{p} }
-
-type retryPolicy struct{ p *Pipeline }
-
-func (rp retryPolicy) NextRetry(job *rivertype.JobRow) time.Time {
-	var args store.DeliveryArgs
-	_ = json.Unmarshal(job.EncodedArgs, &args)
-	schedule := defaultBackoff
-	if r := rp.p.config().byName[args.Route]; r != nil && len(r.Retry.Backoff) > 0 {
-		schedule = r.Retry.Backoff
-	}
-	wait := Backoff(schedule, job.Attempt)
-	if v, ok := rp.p.retryAfter.LoadAndDelete(job.ID); ok {
-		wait = max(wait, v.(time.Duration))
-	}
-	return rp.p.now().Add(wait)
 }
 
 var defaultBackoff = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour}

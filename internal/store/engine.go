@@ -36,6 +36,11 @@ type engine[TTx any] struct {
 	writer *writer[TTx]
 }
 
+// infraAttempts bounds River's own retries of a job, which happen only when
+// recording an outcome failed (the store was unreachable): the ledger, not
+// River, counts delivery attempts and decides retries.
+const infraAttempts = 25
+
 func usec(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
@@ -82,7 +87,17 @@ func (e *engine[TTx]) Record(ctx context.Context, o Outcome) error {
 	return e.wrap(err)
 }
 
-func recordOutcome(ctx context.Context, q querier, o *Outcome, now time.Time) error {
+func (e *engine[TTx]) recordOutcome(ctx context.Context, tx TTx, o *Outcome, now time.Time) error {
+	q := e.inTx(tx)
+	if !o.Next.IsZero() {
+		res, err := e.client.InsertTx(ctx, tx, DeliveryArgs{DeliveryID: o.ID}, &river.InsertOpts{ScheduledAt: o.Next, MaxAttempts: infraAttempts})
+		if err != nil {
+			return err
+		}
+		if _, err := q.exec(ctx, `UPDATE cb_deliveries SET job_id = $1, run_at = $2 WHERE id = $3`, res.Job.ID, usec(o.Next), o.ID); err != nil {
+			return err
+		}
+	}
 	attempted := 0
 	if o.Attempted {
 		attempted = 1
@@ -185,29 +200,50 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 			plannedBy = append(plannedBy, in)
 		}
 	}
-	// Deliveries still to run get a River job (scheduled at their `at`);
-	// final ones (skipped, dead, cancelled in this batch) only a ledger row.
+	// Immediate deliveries share batch jobs; scheduled ones get a job each
+	// (cancellable by id); final ones (skipped, dead, cancelled in this
+	// batch) only a ledger row.
 	var params []river.InsertManyParams
-	var queued []int // indexes into planned
-	for k, d := range planned {
-		if d.State.Final() {
-			continue
+	var owner []int // planned index -> params index, -1 for none
+	var batch []string
+	var batchMembers []int
+	flush := func() {
+		if len(batch) == 0 {
+			return
 		}
-		opts := &river.InsertOpts{MaxAttempts: d.MaxAttempts}
-		if d.RunAt.After(now) {
-			opts.ScheduledAt = d.RunAt
+		params = append(params, river.InsertManyParams{Args: BatchArgs{DeliveryIDs: batch}, InsertOpts: &river.InsertOpts{MaxAttempts: infraAttempts}})
+		for _, k := range batchMembers {
+			owner[k] = len(params) - 1
 		}
-		params = append(params, river.InsertManyParams{Args: DeliveryArgs{DeliveryID: d.ID, Route: d.Route}, InsertOpts: opts})
-		queued = append(queued, k)
+		batch, batchMembers = nil, nil
 	}
-	jobOf := make(map[int]int64, len(queued))
+	owner = make([]int, len(planned))
+	for k, d := range planned {
+		owner[k] = -1
+		switch {
+		case d.State.Final():
+		case d.RunAt.After(now):
+			params = append(params, river.InsertManyParams{Args: DeliveryArgs{DeliveryID: d.ID, Route: d.Route},
+				InsertOpts: &river.InsertOpts{ScheduledAt: d.RunAt, MaxAttempts: infraAttempts}})
+			owner[k] = len(params) - 1
+		default:
+			batch, batchMembers = append(batch, d.ID), append(batchMembers, k)
+			if len(batch) == MaxBatch {
+				flush()
+			}
+		}
+	}
+	flush()
+	jobOf := make(map[int]int64, len(planned))
 	if len(params) > 0 {
 		jobs, err := e.client.InsertManyTx(ctx, tx, params)
 		if err != nil {
 			return err
 		}
-		for j, k := range queued {
-			jobOf[k] = jobs[j].Job.ID
+		for k, j := range owner {
+			if j >= 0 {
+				jobOf[k] = jobs[j].Job.ID
+			}
 		}
 	}
 	rowsOut := make([]deliveryRow, len(planned))
@@ -305,7 +341,7 @@ func (e *engine[TTx]) Replay(ctx context.Context, f ReplayFilter) ([]string, err
 		now := time.Now()
 		ids = ids[:0]
 		for _, d := range targets {
-			res, err := e.client.InsertTx(ctx, tx, DeliveryArgs{DeliveryID: d.ID, Route: d.Route}, nil)
+			res, err := e.client.InsertTx(ctx, tx, DeliveryArgs{DeliveryID: d.ID, Route: d.Route}, &river.InsertOpts{MaxAttempts: infraAttempts})
 			if err != nil {
 				return err
 			}
@@ -436,6 +472,49 @@ func (e *engine[TTx]) Events(ctx context.Context, f EventFilter) ([]EventRecord,
 func (e *engine[TTx]) Delivery(ctx context.Context, id string) (Delivery, error) {
 	d, err := queryOne(ctx, e.read, scanDelivery, selectDelivery+` WHERE id = $1`, id)
 	return d, e.wrap(err)
+}
+
+func (e *engine[TTx]) Load(ctx context.Context, ids []string) ([]Loaded, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var sb strings.Builder
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, "$%d", i+1)
+		args[i] = id
+	}
+	out, err := queryAll(ctx, e.read, func(r rows) (Loaded, error) {
+		var l Loaded
+		var state string
+		var runAt, created, updated, delivered, occurred, received, purged int64
+		var payload []byte
+		d, ev := &l.Delivery, &l.Event
+		if err := r.Scan(&d.ID, &d.Source, &d.EventID, &d.Route, &d.Key, &state, &d.Attempts, &runAt, &created, &updated, &d.LastError,
+			&d.ExternalID, &delivered, &d.ReceiptStatus, &d.JobID,
+			&ev.Type, &ev.Key, &ev.Replaces, &occurred, &received, &purged, &payload); err != nil {
+			return l, err
+		}
+		d.State = State(state)
+		d.RunAt, d.CreatedAt, d.UpdatedAt, d.DeliveredAt = fromUsec(runAt), fromUsec(created), fromUsec(updated), fromUsec(delivered)
+		ev.Source, ev.ID = d.Source, d.EventID
+		ev.OccurredAt, ev.ReceivedAt, ev.PurgedAt = fromUsec(occurred), fromUsec(received), fromUsec(purged)
+		plain, err := e.keys.Open(payload, eventAD(ev.Source, ev.ID))
+		if err != nil {
+			return l, fmt.Errorf("event %s/%s: %w", ev.Source, ev.ID, err)
+		}
+		if len(plain) > 0 {
+			ev.Payload = plain
+		}
+		return l, nil
+	}, `SELECT d.id, d.source, d.event_id, d.route, d.key, d.state, d.attempts, d.run_at, d.created_at, d.updated_at, d.last_error,
+		d.external_id, d.delivered_at, d.receipt_status, d.job_id,
+		e.type, e.key, e.replaces, e.occurred_at, e.received_at, e.purged_at, e.payload
+		FROM cb_deliveries d JOIN cb_events e ON e.source = d.source AND e.id = d.event_id WHERE d.id IN (`+sb.String()+`)`, args...)
+	return out, e.wrap(err)
 }
 
 func (e *engine[TTx]) Succeeded(ctx context.Context, route, key string) (Delivery, error) {

@@ -67,8 +67,7 @@ func riverConfig(p Params, self *Store) *river.Config {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	cfg := &river.Config{
-		Logger:      logger,
-		RetryPolicy: p.RetryPolicy,
+		Logger: logger,
 		// Fetch soon after work arrives: the default 100 ms cooldown caps draining.
 		FetchCooldown:     10 * time.Millisecond,
 		FetchPollInterval: 200 * time.Millisecond,
@@ -81,6 +80,9 @@ func riverConfig(p Params, self *Store) *river.Config {
 	if p.Worker != nil {
 		workers := river.NewWorkers()
 		river.AddWorker(workers, p.Worker)
+		if p.BatchWorker != nil {
+			river.AddWorker(workers, p.BatchWorker)
+		}
 		if p.Reconciler != nil {
 			river.AddWorker(workers, p.Reconciler)
 			cfg.PeriodicJobs = p.Periodic

@@ -104,8 +104,18 @@ type Outcome struct {
 	State      State // Succeeded, Pending (will retry), Dead, Skipped, Cancelled
 	Error      string
 	ExternalID string
-	// Attempted counts the attempt; a snooze or a skip before calling the sink does not.
+	// Attempted counts the attempt; waiting, a skip or a 429 does not.
 	Attempted bool
+	// Next, when set, queues another attempt at that time, in the same
+	// transaction as the outcome: a retry, or a wait (rate limit, open
+	// circuit, a needed route).
+	Next time.Time
+}
+
+// Loaded is a delivery with its event, read together for an attempt.
+type Loaded struct {
+	Delivery Delivery
+	Event    EventRecord
 }
 
 // DeliveryFilter selects ledger rows, newest first.
@@ -156,6 +166,9 @@ type Store interface {
 	Event(ctx context.Context, source, id string) (EventRecord, error)
 	Events(ctx context.Context, f EventFilter) ([]EventRecord, error)
 	Delivery(ctx context.Context, id string) (Delivery, error)
+	// Load reads deliveries with their events in one query (the worker's
+	// read); ids not in the ledger are left out.
+	Load(ctx context.Context, ids []string) ([]Loaded, error)
 	Deliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error)
 
 	// Claim moves a scheduled delivery to pending as its time comes; false
@@ -249,6 +262,20 @@ type ReconcileArgs struct {
 // Kind names the River job kind.
 func (ReconcileArgs) Kind() string { return "cb_reconcile" }
 
+// BatchArgs is the queue job for the first attempt of the immediate
+// deliveries accepted in one commit: one River job for many deliveries keeps
+// the queue's own per-job work (fetch, complete) off the hot path. Retries,
+// waits and scheduled deliveries get a DeliveryArgs job each.
+type BatchArgs struct {
+	DeliveryIDs []string `json:"d"`
+}
+
+// Kind names the River job kind.
+func (BatchArgs) Kind() string { return "cb_batch" }
+
+// MaxBatch bounds the deliveries in one batch job.
+const MaxBatch = 100
+
 // DeliveryArgs is the queue job for one delivery attempt.
 type DeliveryArgs struct {
 	DeliveryID string `json:"d"`
@@ -275,14 +302,15 @@ type Params struct {
 	// schema is exactly this binary's (`clinicbridge migrate` runs them).
 	NoMigrate bool
 
-	// Worker runs delivery jobs; nil opens an insert-only store (tools, tests).
-	Worker river.Worker[DeliveryArgs]
+	// Worker runs delivery jobs and BatchWorker batch jobs; with nil the
+	// store queues work but runs none (tools, tests).
+	Worker      river.Worker[DeliveryArgs]
+	BatchWorker river.Worker[BatchArgs]
 	// Reconciler runs reconcile jobs, which Periodic schedules (on the River
 	// leader only, so several agents run each slot once).
-	Reconciler  river.Worker[ReconcileArgs]
-	Periodic    []*river.PeriodicJob
-	RetryPolicy river.ClientRetryPolicy
-	MaxWorkers  int // default 200
+	Reconciler river.Worker[ReconcileArgs]
+	Periodic   []*river.PeriodicJob
+	MaxWorkers int // default 200
 	// EncryptionKeys (base64, 32 bytes each, newest first) seal payloads and
 	// connector state with AES-256-GCM; none stores them in the clear.
 	EncryptionKeys []string

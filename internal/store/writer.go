@@ -166,7 +166,7 @@ func (w *writer[TTx]) run(batch []*request[TTx]) (err error) {
 		case r.accept != nil:
 			accepts = append(accepts, r)
 		case r.outcome != nil:
-			if err = recordOutcome(ctx, e.inTx(tx), r.outcome, now); err != nil {
+			if err = e.recordOutcome(ctx, tx, r.outcome, now); err != nil {
 				return err
 			}
 		case r.fn != nil:

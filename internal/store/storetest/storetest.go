@@ -40,6 +40,23 @@ func (r *recorder) Work(ctx context.Context, job *river.Job[store.DeliveryArgs])
 	return nil
 }
 
+// batch runs batch jobs through the same recorder.
+func (r *recorder) batch() river.Worker[store.BatchArgs] { return batchRecorder{r: r} }
+
+type batchRecorder struct {
+	river.WorkerDefaults[store.BatchArgs]
+	r *recorder
+}
+
+func (b batchRecorder) Work(ctx context.Context, job *river.Job[store.BatchArgs]) error {
+	for _, id := range job.Args.DeliveryIDs {
+		if err := b.r.Work(ctx, &river.Job[store.DeliveryArgs]{JobRow: job.JobRow, Args: store.DeliveryArgs{DeliveryID: id}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (r *recorder) count(id string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -131,7 +148,7 @@ func Run(t *testing.T, open Opener) {
 	t.Run("WorkerRunsAndRecords", func(t *testing.T) {
 		t.Parallel()
 		rec := &recorder{ran: map[string]int{}}
-		s := open(t, store.Params{Worker: rec})
+		s := open(t, store.Params{Worker: rec, BatchWorker: rec.batch()})
 		ctx := context.Background()
 		require.NoError(t, s.Start(ctx))
 		t.Cleanup(func() { _ = s.Stop(context.Background()) })
@@ -150,7 +167,7 @@ func Run(t *testing.T, open Opener) {
 	t.Run("ScheduledCancelAndReplace", func(t *testing.T) {
 		t.Parallel()
 		rec := &recorder{ran: map[string]int{}}
-		s := open(t, store.Params{Worker: rec})
+		s := open(t, store.Params{Worker: rec, BatchWorker: rec.batch()})
 		ctx := context.Background()
 		require.NoError(t, s.Start(ctx))
 		t.Cleanup(func() { _ = s.Stop(context.Background()) })
@@ -191,7 +208,7 @@ func Run(t *testing.T, open Opener) {
 	t.Run("ReplayDead", func(t *testing.T) {
 		t.Parallel()
 		rec := &recorder{ran: map[string]int{}}
-		s := open(t, store.Params{Worker: rec})
+		s := open(t, store.Params{Worker: rec, BatchWorker: rec.batch()})
 		ctx := context.Background()
 		require.NoError(t, s.Start(ctx))
 		t.Cleanup(func() { _ = s.Stop(context.Background()) })
