@@ -97,6 +97,10 @@ func New(c *Config, env connectors.Env) (*Sink, error) {
 func newClient(timeout time.Duration) *retryablehttp.Client {
 	tr := stdhttp.DefaultTransport.(*stdhttp.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: min(timeout, 10*time.Second), KeepAlive: 30 * time.Second}).DialContext
+	// Deliveries to one sink run in parallel; the default of 2 idle
+	// connections per host made nearly every delivery open a new one.
+	tr.MaxIdleConnsPerHost = 256
+	tr.MaxIdleConns = 1024
 	c := retryablehttp.NewClient()
 	c.HTTPClient = &stdhttp.Client{
 		Transport:     tr,

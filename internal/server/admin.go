@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -73,6 +74,10 @@ func (a *Admin) Handler() http.Handler {
 	mux.Handle("POST /api/purge", a.auth(config.ScopeAdmin, http.HandlerFunc(a.purge)))
 	mux.Handle("POST /api/rekey", a.auth(config.ScopeAdmin, http.HandlerFunc(a.rekey)))
 	mux.Handle("POST /api/reload", a.auth(config.ScopeAdmin, http.HandlerFunc(a.reload)))
+	// Profiles show code paths, not data; still admin-only.
+	mux.Handle("GET /debug/pprof/", a.auth(config.ScopeAdmin, http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/profile", a.auth(config.ScopeAdmin, http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/trace", a.auth(config.ScopeAdmin, http.HandlerFunc(pprof.Trace)))
 	return mux
 }
 

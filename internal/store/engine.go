@@ -74,7 +74,7 @@ func (e *engine[TTx]) Accept(ctx context.Context, in []Incoming) ([]bool, error)
 func (e *engine[TTx]) Claim(ctx context.Context, id string) (bool, error) {
 	var ok bool
 	_, err := e.writer.do(ctx, &request[TTx]{fn: func(ctx context.Context, tx TTx) error {
-		n, err := e.inTx(tx).exec(ctx, `UPDATE cb_deliveries SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4`,
+		n, err := e.inTx(tx).exec(ctx, claimSQL,
 			string(Pending), usec(time.Now()), id, string(Scheduled))
 		ok = n == 1
 		return err
@@ -94,7 +94,7 @@ func (e *engine[TTx]) recordOutcome(ctx context.Context, tx TTx, o *Outcome, now
 		if err != nil {
 			return err
 		}
-		if _, err := q.exec(ctx, `UPDATE cb_deliveries SET job_id = $1, run_at = $2 WHERE id = $3`, res.Job.ID, usec(o.Next), o.ID); err != nil {
+		if _, err := q.exec(ctx, nextJobSQL, res.Job.ID, usec(o.Next), o.ID); err != nil {
 			return err
 		}
 	}
@@ -106,10 +106,7 @@ func (e *engine[TTx]) recordOutcome(ctx context.Context, tx TTx, o *Outcome, now
 	if o.State == Succeeded {
 		delivered = usec(now)
 	}
-	_, err := q.exec(ctx, `UPDATE cb_deliveries SET state = $1, attempts = attempts + $2, last_error = $3,
-		external_id = CASE WHEN $4 = '' THEN external_id ELSE $4 END,
-		delivered_at = CASE WHEN delivered_at = 0 THEN $5 ELSE delivered_at END,
-		updated_at = $6 WHERE id = $7`,
+	_, err := q.exec(ctx, recordOutcomeSQL,
 		string(o.State), attempted, o.Error, o.ExternalID, delivered, usec(now), o.ID)
 	return err
 }
@@ -130,48 +127,26 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 			all = append(all, ref{r, i})
 		}
 	}
-	// Insert events in chunks, learning which are new from RETURNING.
-	const chunk = 500
-	inserted := map[[2]string]bool{}
-	for start := 0; start < len(all); start += chunk {
-		end := min(start+chunk, len(all))
-		var sb strings.Builder
-		sb.WriteString(`INSERT INTO cb_events (source, id, type, key, replaces, occurred_at, received_at, payload) VALUES `)
-		args := make([]any, 0, (end-start)*8)
-		for j, a := range all[start:end] {
-			ev := a.req.accept[a.i].Event
-			if j > 0 {
-				sb.WriteByte(',')
-			}
-			n := len(args)
-			fmt.Fprintf(&sb, "($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8)
-			payload := e.keys.Seal([]byte(ev.Payload), eventAD(ev.Source, ev.ID))
-			if payload == nil {
-				payload = []byte{}
-			}
-			args = append(args, ev.Source, ev.ID, ev.Type, ev.Key, ev.Replaces, usec(ev.OccurredAt), usec(now), payload)
+	// One prepared insert per event: a row affected means it is new.
+	argLists := make([][]any, len(all))
+	for j, a := range all {
+		ev := a.req.accept[a.i].Event
+		payload := e.keys.Seal([]byte(ev.Payload), eventAD(ev.Source, ev.ID))
+		if payload == nil {
+			payload = []byte{}
 		}
-		sb.WriteString(` ON CONFLICT (source, id) DO NOTHING RETURNING source, id`)
-		keys, err := queryAll(ctx, q, func(r rows) ([2]string, error) {
-			var k [2]string
-			return k, r.Scan(&k[0], &k[1])
-		}, sb.String(), args...)
-		if err != nil {
-			return err
-		}
-		for _, k := range keys {
-			inserted[k] = true
-		}
+		argLists[j] = []any{ev.Source, ev.ID, ev.Type, ev.Key, ev.Replaces, usec(ev.OccurredAt), usec(now), payload}
+	}
+	affected, err := q.execEach(ctx, insertEventSQL, argLists)
+	if err != nil {
+		return err
 	}
 	// The first occurrence of a new event in the batch owns it.
 	var fresh []*Incoming
-	for _, a := range all {
-		in := &a.req.accept[a.i]
-		k := [2]string{in.Event.Source, in.Event.ID}
-		if inserted[k] {
-			delete(inserted, k)
+	for j, a := range all {
+		if affected[j] == 1 {
 			a.req.result[a.i] = true
-			fresh = append(fresh, in)
+			fresh = append(fresh, &a.req.accept[a.i])
 		}
 	}
 	if len(fresh) == 0 {
@@ -259,34 +234,38 @@ type deliveryRow struct {
 	jobID           int64
 }
 
-// insertDeliveries writes ledger rows with multi-row inserts. ON CONFLICT
-// keeps a delivery id unique: the ledger row that exists wins.
+// insertDeliveries writes ledger rows. ON CONFLICT keeps a delivery id
+// unique: the ledger row that exists wins.
 func insertDeliveries(ctx context.Context, q querier, rs []deliveryRow, now time.Time) error {
-	const chunk = 400
-	for start := 0; start < len(rs); start += chunk {
-		end := min(start+chunk, len(rs))
-		var sb strings.Builder
-		sb.WriteString(`INSERT INTO cb_deliveries (id, source, event_id, route, key, state, run_at, created_at, updated_at, last_error, job_id) VALUES `)
-		args := make([]any, 0, (end-start)*11)
-		for j, r := range rs[start:end] {
-			if j > 0 {
-				sb.WriteByte(',')
-			}
-			n := len(args)
-			fmt.Fprintf(&sb, "($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10, n+11)
-			runAt := r.d.RunAt
-			if runAt.IsZero() {
-				runAt = now
-			}
-			args = append(args, r.d.ID, r.source, r.eventID, r.d.Route, r.d.Key, string(r.d.State), usec(runAt), usec(now), usec(now), r.d.Reason, r.jobID)
+	argLists := make([][]any, len(rs))
+	for i, r := range rs {
+		runAt := r.d.RunAt
+		if runAt.IsZero() {
+			runAt = now
 		}
-		sb.WriteString(` ON CONFLICT (id) DO NOTHING`)
-		if _, err := q.exec(ctx, sb.String(), args...); err != nil {
-			return err
-		}
+		argLists[i] = []any{r.d.ID, r.source, r.eventID, r.d.Route, r.d.Key, string(r.d.State), usec(runAt), usec(now), r.d.Reason, r.jobID}
 	}
-	return nil
+	_, err := q.execEach(ctx, insertDeliverySQL, argLists)
+	return err
 }
+
+// The hot write statements, prepared once at open (see hotStatements).
+const (
+	insertEventSQL = `INSERT INTO cb_events (source, id, type, key, replaces, occurred_at, received_at, payload)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (source, id) DO NOTHING`
+	insertDeliverySQL = `INSERT INTO cb_deliveries (id, source, event_id, route, key, state, run_at, created_at, updated_at, last_error, job_id)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$8,$9,$10) ON CONFLICT (id) DO NOTHING`
+	recordOutcomeSQL = `UPDATE cb_deliveries SET state = $1, attempts = attempts + $2, last_error = $3,
+		external_id = CASE WHEN $4 = '' THEN external_id ELSE $4 END,
+		delivered_at = CASE WHEN delivered_at = 0 THEN $5 ELSE delivered_at END,
+		updated_at = $6 WHERE id = $7`
+	nextJobSQL = `UPDATE cb_deliveries SET job_id = $1, run_at = $2 WHERE id = $3`
+	claimSQL   = `UPDATE cb_deliveries SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4`
+)
+
+// hotStatements are prepared when the store opens, before anything holds
+// the write connection.
+var hotStatements = []string{insertEventSQL, insertDeliverySQL, recordOutcomeSQL, nextJobSQL, claimSQL}
 
 func (e *engine[TTx]) cancel(ctx context.Context, tx TTx, c Cancel, now time.Time) error {
 	q := e.inTx(tx)

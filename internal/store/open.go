@@ -172,15 +172,25 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 	if err != nil {
 		return nil, closeAll(err, db, rdb, lock)
 	}
+	writeStmts, readStmts := newStmtCache(db), newStmtCache(rdb)
+	for _, q := range hotStatements {
+		if _, err := writeStmts.get(ctx, q, true); err != nil {
+			return nil, closeAll(fmt.Errorf("store: prepare: %w", err), db, rdb, lock)
+		}
+	}
 	e := &engine[*sql.Tx]{
 		keys:     keys,
 		client:   client,
 		begin:    func(ctx context.Context) (*sql.Tx, error) { return db.BeginTx(ctx, nil) },
 		commit:   func(_ context.Context, tx *sql.Tx) error { return tx.Commit() },
 		rollback: func(_ context.Context, tx *sql.Tx) { _ = tx.Rollback() },
-		inTx:     func(tx *sql.Tx) querier { return sqlQuerier{tx} },
-		read:     sqlQuerier{rdb},
-		close:    func() error { return errors.Join(rdb.Close(), db.Close(), lock.Close()) },
+		inTx:     func(tx *sql.Tx) querier { return sqlQuerier{stmts: writeStmts, tx: tx} },
+		read:     sqlQuerier{stmts: readStmts},
+		close: func() error {
+			readStmts.close()
+			writeStmts.close()
+			return errors.Join(rdb.Close(), db.Close(), lock.Close())
+		},
 		// A local file is either there or it is not: disk errors are 503 too.
 		unavailable: func(err error) bool {
 			return !errors.Is(err, ErrNotFound) && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrSealed) && !errors.Is(err, ErrTampered)
@@ -196,7 +206,9 @@ func migrateSQL(ctx context.Context, db *sql.DB, bytesType string) error {
 	if err != nil {
 		return err
 	}
-	if err := migrate(ctx, sqlQuerier{tx}, bytesType); err != nil {
+	stmts := newStmtCache(db)
+	defer stmts.close()
+	if err := migrate(ctx, sqlQuerier{stmts: stmts, tx: tx}, bytesType); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
