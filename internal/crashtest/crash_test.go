@@ -209,7 +209,9 @@ func TestKill9KeepsEveryAck(t *testing.T) {
 	require.Zero(t, sink.Bad(), "the sink got bodies that were not mapped load documents")
 
 	// 1. Every acked seq arrived.
-	require.Empty(t, missing, "%d acked webhooks never reached the sink within 40 s of the restart (first: %v); what the agent's admin API says about some:\n%s",
+	require.Empty(t, missing, "%d acked webhooks never reached the sink within 40 s of the restart (first: %v); "+
+		"what the agent's admin API says about some (pending with 0 attempts: the queue job was running at the kill "+
+		"and nothing picked it up again after the restart):\n%s",
 		len(missing), missing[:min(len(missing), 20)], why)
 
 	// 2. Nothing arrived that was never sent, or that never reached an agent.
@@ -244,10 +246,11 @@ func TestKill9KeepsEveryAck(t *testing.T) {
 
 	// 3. Duplicates are bounded by what was in flight at the kill. A delivery
 	// is sent again only if the sink received it but its success was not yet
-	// committed when the agent died; the agent commits an outcome within one
-	// group commit (milliseconds) of the sink's answer, so such deliveries
-	// arrived just before the kill: within the last second before it, plus at
-	// most one per River worker whose request was on the wire as it died.
+	// committed when the agent died. The agent commits an outcome in the next
+	// group commit after the sink's answer (under this load that waits behind
+	// other writes for tens to a few hundred ms), so such deliveries arrived
+	// just before the kill: within the last second before it, plus at most
+	// one per River worker whose request was on the wire as it died.
 	require.LessOrEqual(t, dupSeqs, inLastSecond+riverWorkers, "more duplicates than deliveries in flight at the kill")
 
 	// 4. Logs carry ids, never payload values (guarantee 7), in both runs.

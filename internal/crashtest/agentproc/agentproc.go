@@ -144,6 +144,12 @@ func Start(ctx context.Context, bin, cfgPath string, opts Options) (*Proc, error
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = 60 * time.Second
 	}
+	// The agent runs in the config's folder; a relative binary path given
+	// by the caller means relative to the caller's.
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return nil, err
+	}
 	lw := &logWriter{out: opts.Stderr, ready: make(chan runningLine, 1)}
 	cmd := exec.Command(bin, "run", "-c", cfgPath)
 	cmd.Dir = filepath.Dir(cfgPath)
