@@ -4,10 +4,17 @@ package all
 
 import (
 	"github.com/clinicbridge/clinicbridge/connectors"
+	"github.com/clinicbridge/clinicbridge/connectors/calcom"
+	"github.com/clinicbridge/clinicbridge/connectors/calendly"
+	"github.com/clinicbridge/clinicbridge/connectors/fhir"
 	"github.com/clinicbridge/clinicbridge/connectors/file"
 	"github.com/clinicbridge/clinicbridge/connectors/http"
 	"github.com/clinicbridge/clinicbridge/connectors/poll"
+	"github.com/clinicbridge/clinicbridge/connectors/smtp"
+	"github.com/clinicbridge/clinicbridge/connectors/stripe"
+	"github.com/clinicbridge/clinicbridge/connectors/twilio"
 	"github.com/clinicbridge/clinicbridge/connectors/webhook"
+	"github.com/clinicbridge/clinicbridge/connectors/xero"
 )
 
 // Registry returns a registry holding every shipped connector type.
@@ -16,6 +23,13 @@ func Registry() *connectors.Registry {
 		webhook.Type(),
 		http.Type(),
 		file.Type(),
+		calcom.Type(),
+		calendly.Type(),
 		poll.Type(),
+		stripe.Type(),
+		xero.Type(),
+		twilio.Type(),
+		smtp.Type(),
+		fhir.Type(),
 	)
 }
