@@ -99,7 +99,8 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 		Reconcile: rec.RunSource,
 	}
 	admin := &server.Admin{Store: st, Tokens: cfg.Admin.AllTokens(), Log: log, Metrics: m, Reconcile: rec.Run,
-		Reload: func(ctx context.Context, actor string) error { return l.reload(ctx, actor) }}
+		Reload:     func(ctx context.Context, actor string) error { return l.reload(ctx, actor) },
+		Connectors: func(name string) bool { _, ok := l.cur.Load().Connectors[name]; return ok }}
 	hooksSrv := &http.Server{Handler: hooks.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	adminSrv := &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 10 * time.Second}
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -30,6 +31,8 @@ type Admin struct {
 	Store store.Store
 	// Reconcile runs a reconciler now and returns its report.
 	Reconcile func(ctx context.Context, name, trigger string) (store.Run, error)
+	// Connectors reports whether a connector name exists (state writes).
+	Connectors func(name string) bool
 	// Reload re-reads the config (POST /api/reload).
 	Reload func(ctx context.Context, actor string) error
 	// Tokens are the accepted tokens; none means no auth (loopback only,
@@ -74,6 +77,7 @@ func (a *Admin) Handler() http.Handler {
 	mux.Handle("POST /api/purge", a.auth(config.ScopeAdmin, http.HandlerFunc(a.purge)))
 	mux.Handle("POST /api/rekey", a.auth(config.ScopeAdmin, http.HandlerFunc(a.rekey)))
 	mux.Handle("POST /api/reload", a.auth(config.ScopeAdmin, http.HandlerFunc(a.reload)))
+	mux.Handle("PUT /api/connectors/{name}/state/{key}", a.auth(config.ScopeAdmin, http.HandlerFunc(a.putState)))
 	// Profiles show code paths, not data; still admin-only.
 	mux.Handle("GET /debug/pprof/", a.auth(config.ScopeAdmin, http.HandlerFunc(pprof.Index)))
 	mux.Handle("GET /debug/pprof/profile", a.auth(config.ScopeAdmin, http.HandlerFunc(pprof.Profile)))
@@ -353,6 +357,30 @@ func (a *Admin) reload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true})
+}
+
+// putState stores a connector's state value (e.g. the OAuth token that
+// `clinicbridge xero connect` obtained), so a CLI can hand it to a running
+// agent that holds the store. The body is the raw value; it is sealed at rest
+// like all connector state, never logged, and the action is audited by key.
+func (a *Admin) putState(w http.ResponseWriter, r *http.Request) {
+	name, key := r.PathValue("name"), r.PathValue("key")
+	if a.Connectors != nil && !a.Connectors(name) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no connector named " + strconvQuote(name)})
+		return
+	}
+	value, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
+	if err != nil {
+		a.fail(w, fmt.Errorf("state value: %w", err))
+		return
+	}
+	err = a.Store.State(name).Put(r.Context(), key, value)
+	a.audit(r, "connector_state", name+"/"+key, err)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"stored": true})
 }
 
 func nonNil[T any](s []T) []T {
