@@ -29,6 +29,10 @@ type RunOptions struct {
 	// Ready, when set, is called with the bound addresses once both listeners
 	// accept connections (tests listen on :0).
 	Ready func(hooks, admin net.Addr)
+	// PausedRecheck is how often deliveries to a paused connector (e.g. Xero
+	// after invalid_grant) look again; default pipeline.DefaultPausedRecheck.
+	// Tests shorten it.
+	PausedRecheck time.Duration
 }
 
 // Run opens the store, starts the queue and both listeners, and serves until
@@ -47,7 +51,7 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 	}
 	var st store.Store
 	m := metrics.New(func(ctx context.Context) (store.Stats, error) { return st.Stats(ctx) })
-	pl := pipeline.New(pipeline.Params{Routes: a.Routes, Limits: a.Limits, Logger: log, Metrics: m})
+	pl := pipeline.New(pipeline.Params{Routes: a.Routes, Limits: a.Limits, Logger: log, Metrics: m, PausedRecheck: opts.PausedRecheck})
 	rec := reconcile.New(a.Reconcilers, pl, log, m)
 	st, err := store.Open(ctx, store.Params{
 		Driver:         cfg.Store.Driver,
@@ -59,6 +63,7 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 		Periodic:       rec.Periodic(),
 		EncryptionKeys: cfg.Store.EncryptionKey,
 		AgentID:        cfg.Store.AgentID,
+		Running:        pl.Running,
 		NoMigrate:      !cfg.Store.MigrateAtStart(),
 		Retention:      cfg.Store.Retention.Std(),
 		Logger:         slog.New(zerologHandler{log.With().Str("component", "queue").Logger()}),

@@ -54,8 +54,11 @@ type guard struct {
 	name    string
 	limits  Limits
 	limiter *rate.Limiter
-	sem     chan struct{}
-	now     func() time.Time
+	// shared, when set, takes rate tokens from a bucket all agents share
+	// (Postgres) instead of limiter.
+	shared func(ctx context.Context) (time.Duration, error)
+	sem    chan struct{}
+	now    func() time.Time
 
 	mu       sync.Mutex
 	failures int
@@ -101,7 +104,28 @@ func (g *guard) admit(ctx context.Context) (release func(transientFailure bool),
 			<-g.sem
 		}
 	}
-	if g.limiter != nil {
+	if g.shared != nil {
+		for {
+			wait, err := g.shared(ctx)
+			if err != nil {
+				free()
+				return nil, time.Second, "rate limit for " + g.name + " (shared bucket unavailable)"
+			}
+			if wait == 0 {
+				break
+			}
+			if wait > maxInlineWait {
+				free()
+				return nil, wait, "rate limit for " + g.name
+			}
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				free()
+				return nil, time.Second, "rate limit for " + g.name
+			}
+		}
+	} else if g.limiter != nil {
 		r := g.limiter.Reserve()
 		if d := r.Delay(); d > maxInlineWait {
 			r.Cancel()

@@ -26,9 +26,24 @@ type Pipeline struct {
 	metrics *metrics.Metrics
 	now     func() time.Time
 	routes  atomic.Pointer[routeSet]
+	// pausedRecheck is how often a delivery to a paused connector looks again.
+	pausedRecheck time.Duration
 
 	// guards protect sinks, by connector name; they outlive config reloads.
 	guards map[string]*guard
+	// working holds the ids of the jobs this process is working now.
+	working sync.Map
+}
+
+// Running returns the ids of the delivery jobs being worked right now
+// (store.Params.Running).
+func (p *Pipeline) Running() map[int64]bool {
+	out := map[int64]bool{}
+	p.working.Range(func(k, _ any) bool {
+		out[k.(int64)] = true
+		return true
+	})
+	return out
 }
 
 type routeSet struct {
@@ -44,14 +59,20 @@ type Params struct {
 	Logger  zerolog.Logger
 	Metrics *metrics.Metrics
 	Now     func() time.Time // default time.Now
+	// PausedRecheck is how often a delivery to a paused connector looks
+	// again (default DefaultPausedRecheck); tests shorten it.
+	PausedRecheck time.Duration
 }
 
 // New returns a pipeline; call SetStore before use (the store needs the
 // pipeline's worker to open, and the pipeline needs the store to work).
 func New(p Params) *Pipeline {
-	pl := &Pipeline{log: p.Logger, metrics: p.Metrics, now: p.Now, guards: map[string]*guard{}}
+	pl := &Pipeline{log: p.Logger, metrics: p.Metrics, now: p.Now, guards: map[string]*guard{}, pausedRecheck: p.PausedRecheck}
 	if pl.now == nil {
 		pl.now = time.Now
+	}
+	if pl.pausedRecheck <= 0 {
+		pl.pausedRecheck = DefaultPausedRecheck
 	}
 	for name, l := range p.Limits {
 		pl.guards[name] = newGuard(name, l, pl.now)
@@ -63,8 +84,22 @@ func New(p Params) *Pipeline {
 	return pl
 }
 
-// SetStore attaches the store.
-func (p *Pipeline) SetStore(s store.Store) { p.store = s }
+// SetStore attaches the store. A store that several agents share also
+// shares the sinks' rate buckets, so a limit holds across agents together.
+func (p *Pipeline) SetStore(s store.Store) {
+	p.store = s
+	if !s.SharesLimits() {
+		return
+	}
+	for name, g := range p.guards {
+		if g.limits.Rate > 0 {
+			perSecond, burst := float64(g.limits.Rate), max(g.limits.Burst, 1)
+			g.shared = func(ctx context.Context) (time.Duration, error) {
+				return s.TakeToken(ctx, "rate:"+name, perSecond, burst)
+			}
+		}
+	}
+}
 
 // SetRoutes replaces the routes atomically.
 func (p *Pipeline) SetRoutes(routes []*Route) {
@@ -94,6 +129,8 @@ type worker struct {
 func (w *worker) Timeout(*river.Job[store.DeliveryArgs]) time.Duration { return 90 * time.Second }
 
 func (w *worker) Work(ctx context.Context, job *river.Job[store.DeliveryArgs]) error {
+	w.p.working.Store(job.ID, true)
+	defer w.p.working.Delete(job.ID)
 	return w.p.run(ctx, []string{job.Args.DeliveryID})
 }
 
@@ -105,6 +142,8 @@ type batchWorker struct {
 func (w *batchWorker) Timeout(*river.Job[store.BatchArgs]) time.Duration { return 90 * time.Second }
 
 func (w *batchWorker) Work(ctx context.Context, job *river.Job[store.BatchArgs]) error {
+	w.p.working.Store(job.ID, true)
+	defer w.p.working.Delete(job.ID)
 	return w.p.run(ctx, job.Args.DeliveryIDs)
 }
 
@@ -323,7 +362,7 @@ func (p *Pipeline) failed(d store.Delivery, r *Route, err error) (store.Outcome,
 	case connectors.Paused:
 		// The connector needs an operator (e.g. reconnect Xero): wait without
 		// using attempts, and say why in the ledger.
-		return later("paused: "+reason, now.Add(pausedRecheck), false), "paused"
+		return later("paused: "+reason, now.Add(p.pausedRecheck), false), "paused"
 	case connectors.RateLimited:
 		if retryAfter > 0 {
 			// The remote said when: wait that long without using an attempt.
@@ -341,8 +380,9 @@ func (p *Pipeline) failed(d store.Delivery, r *Route, err error) (store.Outcome,
 	return later(reason, now.Add(max(Backoff(schedule, attempts), retryAfter)), true), "retry"
 }
 
-// pausedRecheck is how often a delivery to a paused connector looks again.
-const pausedRecheck = time.Minute
+// DefaultPausedRecheck is how often a delivery to a paused connector looks
+// again (Params.PausedRecheck).
+const DefaultPausedRecheck = time.Minute
 
 // skipReason is the provider's code for a skip (e.g. opted_out).
 func skipReason(err error) string {

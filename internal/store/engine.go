@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -27,6 +28,12 @@ type engine[TTx any] struct {
 	close    func() error
 	// keys seal payloads and connector state (nil: stored in the clear).
 	keys *Keyring
+	// takeTokenSQL, when set, is the shared token bucket statement (Postgres);
+	// seedTokenSQL creates a full bucket the first time, once per name.
+	takeTokenSQL, seedTokenSQL string
+	seeded                     sync.Map
+	// sweep, when set, requeues this agent's orphaned delivery jobs (Postgres).
+	sweep func(ctx context.Context)
 	// lockAudit, run first in an audit append, serializes appends across
 	// agents (Postgres); SQLite has one writer already.
 	lockAudit string
@@ -743,6 +750,36 @@ func (e *engine[TTx]) Rekey(ctx context.Context) (int, error) {
 	return total, nil
 }
 
+func (e *engine[TTx]) SharesLimits() bool { return e.takeTokenSQL != "" }
+
+// TakeToken runs outside the group committer: it is one statement that
+// must not wait behind ingest batches, and it uses the database's clock so
+// agents with skewed clocks still share one rate.
+func (e *engine[TTx]) TakeToken(ctx context.Context, name string, perSecond float64, burst int) (time.Duration, error) {
+	if e.takeTokenSQL == "" {
+		return 0, ErrNotShared
+	}
+	if _, ok := e.seeded.Load(name); !ok {
+		if _, err := e.read.exec(ctx, e.seedTokenSQL, name, float64(burst)); err != nil {
+			return 0, e.wrap(err)
+		}
+		e.seeded.Store(name, true)
+	}
+	v, err := queryOne(ctx, e.read, func(r rows) (float64, error) {
+		var left float64
+		return left, r.Scan(&left)
+	}, e.takeTokenSQL, name, perSecond, float64(burst))
+	if err != nil {
+		return 0, e.wrap(err)
+	}
+	// v >= 0: a token was taken. v < 0: the bucket holds 1+v tokens, so a
+	// whole one arrives in -v/rate seconds.
+	if v >= 0 {
+		return 0, nil
+	}
+	return time.Duration(-v / perSecond * float64(time.Second)), nil
+}
+
 func (e *engine[TTx]) Stats(ctx context.Context) (Stats, error) {
 	st := Stats{ByState: map[State]int{}}
 	type row struct {
@@ -785,6 +822,9 @@ func (e *engine[TTx]) Ping(ctx context.Context) error {
 func (e *engine[TTx]) Start(ctx context.Context) error {
 	if e.client == nil {
 		return nil
+	}
+	if e.sweep != nil {
+		go e.sweep(ctx)
 	}
 	return e.client.Start(ctx)
 }

@@ -325,13 +325,28 @@ func openPostgres(ctx context.Context, p Params) (Store, error) {
 			pool.Close()
 			return nil
 		},
-		unavailable: pgUnavailable,
-		lockAudit:   `SELECT pg_advisory_xact_lock(7243002)`,
+		unavailable:  pgUnavailable,
+		lockAudit:    `SELECT pg_advisory_xact_lock(7243002)`,
+		takeTokenSQL: takeTokenPostgres,
+		seedTokenSQL: `INSERT INTO cb_limits (name, tokens, updated_at)
+			VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint) ON CONFLICT (name) DO NOTHING`,
 	}
 	e.writer = newWriter(e, p.Linger)
 	self = e
 	return e, nil
 }
+
+// takeTokenPostgres refills the bucket for the time since it was last
+// touched (the database's clock), then takes a token if a whole one is there.
+// It returns the tokens left after taking (>= 0), or, when there was no whole
+// token, how far short the bucket is (< 0), and leaves it unchanged then.
+// The row lock serializes agents taking from one bucket.
+const takeTokenPostgres = `WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1e6)::bigint AS us),
+	cur AS (SELECT l.tokens, l.updated_at FROM cb_limits l WHERE l.name = $1 FOR UPDATE),
+	level AS (SELECT LEAST($3::double precision, (SELECT tokens FROM cur) + GREATEST(0, (SELECT us FROM now) - (SELECT updated_at FROM cur)) * $2::double precision / 1e6) AS t),
+	took AS (UPDATE cb_limits SET tokens = (SELECT t FROM level) - 1, updated_at = (SELECT us FROM now)
+		WHERE name = $1 AND (SELECT t FROM level) >= 1 RETURNING tokens)
+	SELECT COALESCE((SELECT tokens FROM took), (SELECT t FROM level) - 1)`
 
 // claimAgentID holds a session advisory lock named by the agent id for the
 // life of the store, so two live agents cannot share an id. Postgres drops the
@@ -342,7 +357,7 @@ func claimAgentID(ctx context.Context, cc *pgx.ConnConfig, id string) (*pgx.Conn
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	var ok bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(7243003, hashtext($1))`, id).Scan(&ok); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(7243003, hashtext(current_schema() || ':' || $1))`, id).Scan(&ok); err != nil {
 		conn.Close(ctx)
 		return nil, err
 	}

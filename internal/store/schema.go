@@ -92,6 +92,13 @@ var migrations = []string{
 	// to it) without its payload.
 	`ALTER TABLE cb_events ADD COLUMN purged_at BIGINT NOT NULL DEFAULT 0;
 	CREATE INDEX cb_events_key ON cb_events (key);`,
+
+	// Shared token buckets: sink rate limits that hold across agents.
+	`CREATE TABLE cb_limits (
+		name       TEXT PRIMARY KEY,
+		tokens     DOUBLE PRECISION NOT NULL,
+		updated_at BIGINT NOT NULL
+	);`,
 }
 
 // SchemaVersion is the newest schema this binary knows.

@@ -37,6 +37,9 @@ func (s State) Final() bool { return s != Scheduled && s != Pending }
 // ErrNotFound is returned for an unknown event or delivery.
 var ErrNotFound = errors.New("not found")
 
+// ErrNotShared is returned by TakeToken on a store that serves one agent.
+var ErrNotShared = errors.New("this store serves one agent: limits are local")
+
 // ErrUnavailable wraps failures to reach the database: the server answers 503.
 var ErrUnavailable = errors.New("store unavailable")
 
@@ -209,6 +212,13 @@ type Store interface {
 	// newest encryption key and returns how many it rewrote.
 	Rekey(ctx context.Context) (int, error)
 
+	// TakeToken takes one token from the shared bucket name (refilled at
+	// perSecond, holding at most burst) and returns 0, or how long until a
+	// token will be there. Only stores that serve several agents share
+	// buckets (SharesLimits); the others answer ErrNotShared.
+	TakeToken(ctx context.Context, name string, perSecond float64, burst int) (time.Duration, error)
+	SharesLimits() bool
+
 	Stats(ctx context.Context) (Stats, error)
 	Ping(ctx context.Context) error
 
@@ -298,6 +308,12 @@ type Params struct {
 	// agents with one id are refused. Empty: a random id (no take-back; jobs
 	// of a dead agent are rescued after RescueAfter).
 	AgentID string
+	// Running reports the ids of the delivery jobs this process is working
+	// right now. With an AgentID on Postgres, a sweeper requeues this agent's
+	// delivery jobs that the database says are running but this process is
+	// not working: their outcome could not be written while the database was
+	// away, and River would otherwise leave them until its stuck-job rescue.
+	Running func() map[int64]bool
 	// Migrate, when false, skips migrations and refuses to start unless the
 	// schema is exactly this binary's (`clinicbridge migrate` runs them).
 	NoMigrate bool

@@ -417,4 +417,28 @@ func Run(t *testing.T, open Opener) {
 		require.Equal(t, store.Cancelled, d.State)
 		require.Zero(t, d.JobID, "no job for a delivery cancelled before it was stored")
 	})
+
+	t.Run("SharedTokenBucket", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, store.Params{})
+		ctx := context.Background()
+		if !s.SharesLimits() {
+			_, err := s.TakeToken(ctx, "sink", 1, 1)
+			require.ErrorIs(t, err, store.ErrNotShared)
+			return
+		}
+		// 2 per second, burst 3: three now, then the fourth must wait ~0.5 s.
+		for i := range 3 {
+			wait, err := s.TakeToken(ctx, "sink", 2, 3)
+			require.NoError(t, err)
+			require.Zero(t, wait, "token %d", i)
+		}
+		wait, err := s.TakeToken(ctx, "sink", 2, 3)
+		require.NoError(t, err)
+		require.Greater(t, wait, 300*time.Millisecond)
+		require.LessOrEqual(t, wait, 500*time.Millisecond)
+		other, err := s.TakeToken(ctx, "other-sink", 2, 3)
+		require.NoError(t, err)
+		require.Zero(t, other, "buckets are per name")
+	})
 }
