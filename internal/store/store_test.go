@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/clinicbridge/clinicbridge/connectors"
@@ -157,4 +158,38 @@ func TestEncryptionAtRest(t *testing.T) {
 	s = open()
 	_, err = s.Event(ctx, "src", "e1")
 	require.ErrorIs(t, err, store.ErrSealed)
+}
+
+func TestPostgresOpenErrors(t *testing.T) {
+	t.Parallel()
+	url := testutil.PostgresURL(t)
+	ctx := context.Background()
+
+	// Unreachable: a clear error, classed as unavailable.
+	_, err := store.Open(ctx, store.Params{Driver: "postgres", URL: "postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=2"})
+	require.ErrorIs(t, err, store.ErrUnavailable)
+	require.Contains(t, err.Error(), "cannot reach postgres")
+
+	// A schema newer than the binary: refuse to start, say what to do.
+	schema := testutil.TempSchema(t, url)
+	s, err := store.Open(ctx, store.Params{Driver: "postgres", URL: url, Schema: schema})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "INSERT INTO "+schema+".cb_schema (version) VALUES (999)")
+	require.NoError(t, err)
+	_, err = store.Open(ctx, store.Params{Driver: "postgres", URL: url, Schema: schema})
+	require.ErrorContains(t, err, "newer than this binary knows")
+	_, err = store.Open(ctx, store.Params{Driver: "postgres", URL: url, Schema: schema, NoMigrate: true})
+	require.ErrorContains(t, err, "run `clinicbridge migrate`")
+
+	// Two live agents may not share an id.
+	schema2 := testutil.TempSchema(t, url)
+	a, err := store.Open(ctx, store.Params{Driver: "postgres", URL: url, Schema: schema2, AgentID: "a1"})
+	require.NoError(t, err)
+	defer a.Close()
+	_, err = store.Open(ctx, store.Params{Driver: "postgres", URL: url, Schema: schema2, AgentID: "a1"})
+	require.ErrorContains(t, err, `another running agent uses store.agent_id "a1"`)
 }
