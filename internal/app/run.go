@@ -109,7 +109,10 @@ func (a *Agent) Run(ctx context.Context, log zerolog.Logger, opts RunOptions) er
 	hooksSrv := &http.Server{Handler: hooks.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	adminSrv := &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
-	if err := st.Start(ctx); err != nil {
+	// The queue's context must outlive ctx: a signal stops the agent through
+	// st.Stop below, which lets running deliveries finish and record their
+	// outcomes; cancelling the queue's context would cut them off mid-write.
+	if err := st.Start(context.WithoutCancel(ctx)); err != nil {
 		hooksLn.Close()
 		adminLn.Close()
 		return fmt.Errorf("queue: %w", err)

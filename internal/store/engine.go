@@ -33,7 +33,8 @@ type engine[TTx any] struct {
 	takeTokenSQL, seedTokenSQL string
 	seeded                     sync.Map
 	// sweep, when set, requeues this agent's orphaned delivery jobs (Postgres).
-	sweep func(ctx context.Context)
+	sweep     func(ctx context.Context)
+	stopSweep context.CancelFunc
 	// lockAudit, run first in an audit append, serializes appends across
 	// agents (Postgres); SQLite has one writer already.
 	lockAudit string
@@ -824,7 +825,9 @@ func (e *engine[TTx]) Start(ctx context.Context) error {
 		return nil
 	}
 	if e.sweep != nil {
-		go e.sweep(ctx)
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		e.stopSweep = cancel
+		go e.sweep(sctx)
 	}
 	return e.client.Start(ctx)
 }
@@ -832,6 +835,9 @@ func (e *engine[TTx]) Start(ctx context.Context) error {
 func (e *engine[TTx]) Stop(ctx context.Context) error {
 	if e.client == nil {
 		return nil
+	}
+	if e.stopSweep != nil {
+		e.stopSweep()
 	}
 	return e.client.Stop(ctx)
 }
