@@ -79,7 +79,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(
 		runCmd(g), validateCmd(g), migrateCmd(g), testCmd(g), mapCmd(g), schemaCmd(),
 		eventsCmd(g), deliveriesCmd(g), replayCmd(g), reconcileCmd(g), auditCmd(g), purgeCmd(g), rekeyCmd(g), reloadCmd(g),
-		fakeCmd(), sendTestCmd(g), versionCmd(),
+		fakeCmd(), sendTestCmd(g), xeroCmd(g), versionCmd(),
 	)
 	return root
 }
