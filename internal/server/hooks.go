@@ -122,10 +122,6 @@ func (h *Hooks) hook(w http.ResponseWriter, r *http.Request) {
 	if len(in.Receipts) > 0 {
 		outcome("receipt")
 	}
-	if in.Reconcile && h.Reconcile != nil {
-		log.Info().Msg("source reported a gap: starting its reconcilers")
-		h.Reconcile(name)
-	}
 	fresh, err := h.Accept.Accept(r.Context(), in.Events)
 	if err != nil {
 		outcome("unavailable")
@@ -133,6 +129,12 @@ func (h *Hooks) hook(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusServiceUnavailable, reply{Error: "not stored; retry later"})
 		return
+	}
+	if in.Reconcile && h.Reconcile != nil {
+		// After this request's own events are stored, so the run counts
+		// only what the gap really lost.
+		log.Info().Msg("source reported a gap: starting its reconcilers")
+		h.Reconcile(name)
 	}
 	var rep reply
 	for i, ok := range fresh {
