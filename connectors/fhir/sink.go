@@ -50,12 +50,15 @@ func actions() []connectors.Action {
 		{
 			Name: ActionUpdate, Required: []string{"resourceType", "id"}, Optional: []string{FieldVersion, "meta"},
 			Idempotent: true,
+			// It replaces the resource: an older event must not overwrite a newer one.
+			Overwrites: true,
 			Doc: "PUT [base]/Type/id. With `_version` (or meta.versionId) it sends `If-Match: W/\"<version>\"`; a " +
 				"mismatch (412) is permanent unless the server already holds exactly this content (a retried success).",
 		},
 		{
 			Name: ActionUpsert, Required: []string{"resourceType", "identifier"},
 			Idempotent: true,
+			Overwrites: true,
 			Doc: "Conditional update: PUT [base]/Type?identifier=system|value from the first identifier; no " +
 				"match creates (201), one match updates (200), several are a permanent 412.",
 		},
