@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
+	"github.com/riverqueue/river/rivertype"
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
 )
 
@@ -35,6 +37,18 @@ func Open(ctx context.Context, p Params) (Store, error) {
 	default:
 		return nil, fmt.Errorf("unknown store driver %q (sqlite or postgres)", p.Driver)
 	}
+}
+
+// infraRetry spaces River's own retries of a job. They happen only when the
+// store failed mid-attempt (the database was away while an outcome was being
+// written); delivery retries are ledger decisions with their own backoff. So
+// they are quick and capped: River's default (attempt^4 seconds) would leave
+// a delivery idle for minutes after a short database outage.
+type infraRetry struct{}
+
+func (infraRetry) NextRetry(job *rivertype.JobRow) time.Time {
+	wait := min(time.Duration(1<<min(job.Attempt, 6))*250*time.Millisecond, 10*time.Second)
+	return time.Now().Add(wait/2 + time.Duration(rand.Int64N(int64(wait/2)+1)))
 }
 
 // JobTimeout bounds one delivery attempt or reconcile page loop in the queue;
