@@ -254,7 +254,7 @@ func (a *smartAuth) fetch(ctx context.Context) (string, time.Duration, error) {
 	resp, err := a.client.Do(req)
 	if err != nil {
 		// No token was issued, so nothing was acted on: transient.
-		return "", 0, &connectors.Error{Class: connectors.Transient, Provider: provider, Msg: "token request failed: " + transportReason(err)}
+		return "", 0, &connectors.Error{Class: connectors.Transient, Provider: provider, Msg: "token request failed: " + connectors.TransportReason(err)}
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

@@ -3,20 +3,15 @@ package fhir
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"regexp"
 	"sort"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/clinicbridge/clinicbridge/connectors"
@@ -91,65 +86,18 @@ func (c *Connector) send(ctx context.Context, method, u string, body []byte, hdr
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, "", transportError(err, wrote.Load() && method != http.MethodGet)
+		return nil, "", connectors.TransportError(provider, err, wrote.Load() && method != http.MethodGet)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 			// The server acted but its answer was cut short.
-			return nil, "", transportError(err, method != http.MethodGet)
+			return nil, "", connectors.TransportError(provider, err, method != http.MethodGet)
 		}
 		b = nil
 	}
 	return &response{status: resp.StatusCode, header: resp.Header, body: b}, auth, nil
-}
-
-// transportError classifies a failure without an answer: before the request
-// was written the server cannot have acted (transient); after, a write may
-// have been applied (ambiguous). The underlying error is dropped because its
-// text names the URL, which can carry identifiers.
-func transportError(err error, wrote bool) *connectors.Error {
-	e := &connectors.Error{Class: connectors.Transient, Provider: provider}
-	reason := transportReason(err)
-	if wrote {
-		e.Class = connectors.Ambiguous
-		e.Msg = "no answer after the request was sent (the server may have acted): " + reason
-	} else {
-		e.Msg = "request not completed: " + reason
-	}
-	return e
-}
-
-func transportReason(err error) string {
-	var (
-		dnsErr  *net.DNSError
-		certErr *tls.CertificateVerificationError
-		unkAuth x509.UnknownAuthorityError
-		host    x509.HostnameError
-		netErr  net.Error
-		opErr   *net.OpError
-	)
-	switch {
-	case errors.Is(err, context.Canceled):
-		return "cancelled"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timed out"
-	case errors.As(err, &dnsErr):
-		return "DNS lookup failed"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "connection closed by the server"
-	case errors.As(err, &certErr), errors.As(err, &unkAuth), errors.As(err, &host):
-		return "TLS certificate verification failed"
-	case errors.As(err, &netErr) && netErr.Timeout():
-		return "timed out"
-	case errors.As(err, &opErr) && opErr.Op == "dial":
-		return "could not connect"
-	default:
-		return "transport error"
-	}
 }
 
 // operationOutcome is a decoded OperationOutcome.

@@ -6,10 +6,7 @@ package http
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,7 +14,6 @@ import (
 	"net/http/httptrace"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -119,12 +115,7 @@ func retryDialErrors(ctx context.Context, resp *stdhttp.Response, err error) (bo
 	if ctx.Err() != nil || resp != nil || err == nil {
 		return false, nil
 	}
-	return isDialError(err), nil
-}
-
-func isDialError(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	return connectors.IsDialError(err), nil
 }
 
 // Do sends d.Document. The error, if any, is a *connectors.Error whose
@@ -166,7 +157,7 @@ func (s *Sink) Do(ctx context.Context, d connectors.Delivery) (connectors.Receip
 
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return connectors.Receipt{}, transportError(err, wrote.Load(), s.timeout)
+		return connectors.Receipt{}, connectors.TransportError(provider, err, wrote.Load())
 	}
 	defer resp.Body.Close()
 
@@ -209,56 +200,6 @@ func receipt(resp *stdhttp.Response) connectors.Receipt {
 		rc.ExternalID = resp.Header.Get("Location")
 	}
 	return rc
-}
-
-// transportError classifies a failure without an answer. Before the request
-// was written the remote cannot have acted: transient. After it, it may
-// have: ambiguous. The message is built from the kind of failure only; the
-// underlying error is dropped because its text names the URL.
-func transportError(err error, wrote bool, timeout time.Duration) *connectors.Error {
-	e := &connectors.Error{Class: connectors.Transient, Provider: provider}
-	reason := transportReason(err, timeout)
-	if wrote {
-		e.Class = connectors.Ambiguous
-		e.Msg = "no answer after the request was sent (the remote may have acted): " + reason
-	} else {
-		e.Msg = "request not sent: " + reason
-	}
-	return e
-}
-
-func transportReason(err error, timeout time.Duration) string {
-	var (
-		dnsErr  *net.DNSError
-		certErr *tls.CertificateVerificationError
-		unkAuth x509.UnknownAuthorityError
-		host    x509.HostnameError
-		alert   tls.AlertError
-		recHdr  tls.RecordHeaderError
-		netErr  net.Error
-	)
-	switch {
-	case errors.Is(err, context.Canceled):
-		return "cancelled"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timed out (timeout " + timeout.String() + " or the caller's deadline)"
-	case errors.As(err, &dnsErr):
-		return "DNS lookup failed"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "connection closed by the remote"
-	case errors.As(err, &certErr), errors.As(err, &unkAuth), errors.As(err, &host):
-		return "TLS certificate verification failed"
-	case errors.As(err, &alert), errors.As(err, &recHdr):
-		return "TLS handshake failed"
-	case errors.As(err, &netErr) && netErr.Timeout():
-		return "timed out"
-	case isDialError(err):
-		return "could not connect"
-	default:
-		return "transport error"
-	}
 }
 
 var (

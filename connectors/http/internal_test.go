@@ -38,10 +38,3 @@ func TestRetryOnlyDialErrors(t *testing.T) {
 		require.Equal(t, tc.retry, retry, tc.name)
 	}
 }
-
-func TestTransportReasonHasNoAddress(t *testing.T) {
-	t.Parallel()
-	err := &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "jane-example.invalid"}}
-	e := transportError(err, false, 0)
-	require.Equal(t, "http: request not sent: DNS lookup failed", e.Error())
-}

@@ -8,8 +8,6 @@ package poll
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,7 +17,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -313,7 +310,7 @@ func (s *Source) get(ctx context.Context, u *url.URL, n int) (any, stdhttp.Heade
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return nil, nil, &connectors.Error{Class: connectors.Transient, Provider: provider,
-			Msg: fmt.Sprintf("page %d: %s", n, transportReason(err, s.timeout))}
+			Msg: fmt.Sprintf("page %d: %s", n, connectors.TransportReason(err))}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
@@ -328,7 +325,7 @@ func (s *Source) get(ctx context.Context, u *url.URL, n int) (any, stdhttp.Heade
 	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponse+1))
 	if err != nil {
 		return nil, nil, &connectors.Error{Class: connectors.Transient, Provider: provider,
-			Msg: fmt.Sprintf("page %d: reading the response: %s", n, transportReason(err, s.timeout))}
+			Msg: fmt.Sprintf("page %d: reading the response: %s", n, connectors.TransportReason(err))}
 	}
 	if len(b) > MaxResponse {
 		return nil, nil, s.fail(n, fmt.Sprintf("the response is larger than %d MiB; ask for smaller pages", MaxResponse>>20))
@@ -590,39 +587,6 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-// transportReason names a failure without an answer by its kind only: the
-// underlying error's text names the URL.
-func transportReason(err error, timeout time.Duration) string {
-	var (
-		dnsErr  *net.DNSError
-		certErr *tls.CertificateVerificationError
-		unkAuth x509.UnknownAuthorityError
-		host    x509.HostnameError
-		netErr  net.Error
-		urlErr  *url.Error
-	)
-	switch {
-	case errors.Is(err, context.Canceled):
-		return "cancelled"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timed out (timeout " + timeout.String() + " or the run's deadline)"
-	case errors.As(err, &dnsErr):
-		return "DNS lookup failed"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "connection closed by the remote"
-	case errors.As(err, &certErr), errors.As(err, &unkAuth), errors.As(err, &host):
-		return "TLS certificate verification failed"
-	case errors.As(err, &netErr) && netErr.Timeout():
-		return "timed out"
-	case errors.As(err, &urlErr) && strings.Contains(urlErr.Err.Error(), "redirect"):
-		return urlErr.Err.Error() // our own checkRedirect messages
-	default:
-		return "transport error"
 	}
 }
 

@@ -3,7 +3,6 @@ package stripe
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -118,7 +117,7 @@ func (s *Connector) fetch(ctx context.Context, q url.Values) (listPage, error) {
 			}
 			// The error text names the URL and nothing secret, but keep it
 			// to a reason like the sinks do.
-			return listPage{}, &connectors.Error{Class: connectors.Transient, Provider: provider, Msg: "listing events failed: " + transportReason(err)}
+			return listPage{}, &connectors.Error{Class: connectors.Transient, Provider: provider, Msg: "listing events failed: " + connectors.TransportReason(err)}
 		}
 		body, rerr := io.ReadAll(io.LimitReader(resp.Body, maxPage))
 		resp.Body.Close()
@@ -167,18 +166,6 @@ func apiError(resp *http.Response, body []byte) *connectors.Error {
 		msg += " (param " + e.Error.Param + ")"
 	}
 	return connectors.HTTPError(provider, resp, e.Error.Code, msg)
-}
-
-func transportReason(err error) string {
-	var ne interface{ Timeout() bool }
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timed out"
-	case errors.As(err, &ne) && ne.Timeout():
-		return "timed out"
-	default:
-		return "could not reach the API"
-	}
 }
 
 // sleepCtx waits d or until done closes; it reports whether d elapsed.

@@ -139,7 +139,7 @@ func (t *Connector) Do(ctx context.Context, d connectors.Delivery) (connectors.R
 
 	resp, err := t.client.Do(req)
 	if err != nil {
-		return connectors.Receipt{}, transportError(err, wrote.Load(), t.timeout)
+		return connectors.Receipt{}, connectors.TransportError(provider, err, wrote.Load())
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
@@ -337,7 +337,7 @@ func newClient() *retryablehttp.Client {
 		if ctx.Err() != nil || resp != nil || err == nil {
 			return false, nil
 		}
-		return isDialError(err), nil
+		return connectors.IsDialError(err), nil
 	}
 	c.ErrorHandler = retryablehttp.PassthroughErrorHandler
 	return c

@@ -336,7 +336,7 @@ func (s *Sink) send(ctx context.Context, c call, access, key string) (int, http.
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return 0, nil, nil, transportError(err, wrote.Load())
+		return 0, nil, nil, connectors.TransportError(provider, err, wrote.Load())
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
@@ -345,19 +345,6 @@ func (s *Sink) send(ctx context.Context, c call, access, key string) (int, http.
 		return 0, nil, nil, &connectors.Error{Class: connectors.Ambiguous, Provider: provider, HTTPStatus: resp.StatusCode, Msg: "the answer was cut off"}
 	}
 	return resp.StatusCode, resp.Header, b, nil
-}
-
-func transportError(err error, wrote bool) error {
-	reason := "could not reach Xero"
-	if errors.Is(err, context.DeadlineExceeded) {
-		reason = "timed out"
-	} else if errors.Is(err, context.Canceled) {
-		reason = "cancelled"
-	}
-	if wrote {
-		return &connectors.Error{Class: connectors.Ambiguous, Provider: provider, Msg: "no answer after the request was sent (Xero may have acted): " + reason}
-	}
-	return &connectors.Error{Class: connectors.Transient, Provider: provider, Msg: "request not sent: " + reason}
 }
 
 // receipt reads the created object's id from a 2xx answer such as

@@ -1,4 +1,4 @@
-package twilio
+package connectors
 
 import (
 	"context"
@@ -8,29 +8,27 @@ import (
 	"io"
 	"net"
 	"syscall"
-	"time"
-
-	"github.com/clinicbridge/clinicbridge/connectors"
 )
 
-// transportError classifies a send that got no answer. Before the request
-// was written Twilio cannot have acted: transient. After it, it may have
-// queued the message: ambiguous, which the pipeline does not retry for a
-// sink without an idempotency key. The underlying error is dropped because
-// its text names the URL.
-func transportError(err error, wrote bool, timeout time.Duration) *connectors.Error {
-	e := &connectors.Error{Class: connectors.Transient, Provider: provider}
-	reason := transportReason(err, timeout)
+// TransportError classifies a call that got no answer. Before the request
+// was written the remote cannot have acted: transient. After it, it may
+// have: ambiguous, which the pipeline retries only where the remote dedupes by
+// idempotency key. The underlying error is dropped because its text names the
+// URL, which can carry identifiers.
+func TransportError(provider string, err error, wrote bool) *Error {
+	e := &Error{Class: Transient, Provider: provider}
+	reason := TransportReason(err)
 	if wrote {
-		e.Class = connectors.Ambiguous
-		e.Msg = "no answer after the request was sent (Twilio may have queued the message): " + reason
+		e.Class = Ambiguous
+		e.Msg = "no answer after the request was sent (the remote may have acted): " + reason
 	} else {
 		e.Msg = "request not sent: " + reason
 	}
 	return e
 }
 
-func transportReason(err error, timeout time.Duration) string {
+// TransportReason names a failure without an answer by its kind only.
+func TransportReason(err error) string {
 	var (
 		dnsErr  *net.DNSError
 		certErr *tls.CertificateVerificationError
@@ -44,7 +42,7 @@ func transportReason(err error, timeout time.Duration) string {
 	case errors.Is(err, context.Canceled):
 		return "cancelled"
 	case errors.Is(err, context.DeadlineExceeded):
-		return "timed out (timeout " + timeout.String() + " or the caller's deadline)"
+		return "timed out"
 	case errors.As(err, &dnsErr):
 		return "DNS lookup failed"
 	case errors.Is(err, syscall.ECONNREFUSED):
@@ -57,14 +55,15 @@ func transportReason(err error, timeout time.Duration) string {
 		return "TLS handshake failed"
 	case errors.As(err, &netErr) && netErr.Timeout():
 		return "timed out"
-	case isDialError(err):
+	case IsDialError(err):
 		return "could not connect"
 	default:
 		return "transport error"
 	}
 }
 
-func isDialError(err error) bool {
+// IsDialError reports a failure to connect: the request was certainly not sent.
+func IsDialError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
 }
