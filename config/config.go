@@ -242,9 +242,6 @@ const (
 // first, and descriptors such as @every 5m.
 var CronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
-// DefaultBackoff is the retry schedule when a route sets none: close to the
-// Standard Webhooks sender schedule, each step jittered by the pipeline.
-var DefaultBackoff = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour}
 
 // ConnectorTypes tells the loader which connector types exist and their keys.
 // connectors.Registry implements it.
