@@ -242,7 +242,6 @@ const (
 // first, and descriptors such as @every 5m.
 var CronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
-
 // ConnectorTypes tells the loader which connector types exist and their keys.
 // connectors.Registry implements it.
 type ConnectorTypes interface {
