@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -39,26 +38,9 @@ type bundle struct {
 	hooks  string // http://host:port
 	admin  *server.Client
 	sink   *httpfake.Server
-	logs   *syncBuffer
+	logs   *testutil.Buffer
 	cancel context.CancelFunc
 	done   chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 const baseConfig = `version: 1
@@ -89,7 +71,7 @@ func start(t *testing.T, cfg string, storeYAML string) *bundle {
 
 func startWith(t *testing.T, reg *connectors.Registry, cfg string, storeYAML string) *bundle {
 	t.Helper()
-	b := &bundle{sink: httpfake.New(), logs: &syncBuffer{}, done: make(chan error, 1)}
+	b := &bundle{sink: httpfake.New(), logs: &testutil.Buffer{}, done: make(chan error, 1)}
 	sinkSrv := httptest.NewServer(b.sink)
 	t.Cleanup(sinkSrv.Close)
 	dir := t.TempDir()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/clinicbridge/clinicbridge/connectors/webhook"
 	"github.com/clinicbridge/clinicbridge/internal/crashtest/agentproc"
+	"github.com/clinicbridge/clinicbridge/internal/testutil"
 )
 
 // What happened to one seq, from the sender's side.
@@ -40,24 +41,6 @@ const (
 	// the most deliveries one agent has in flight at once.
 	riverWorkers = 200
 )
-
-// syncBuffer collects both agents' stderr; exec writes from its own goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestKill9KeepsEveryAck checks guarantee 1 and 2 on the real binary: a 2xx
 // means the event is durable, so after `kill -9` and a restart on the same
@@ -87,7 +70,7 @@ func TestKill9KeepsEveryAck(t *testing.T) {
 	cfgPath, err := agentproc.WriteConfig(dir, agentproc.Config{Secret: secret, SinkURL: sink.URL})
 	require.NoError(t, err)
 
-	var logs syncBuffer
+	var logs testutil.Buffer // both agents' stderr; exec writes from its own goroutine
 	start := func() *agentproc.Proc {
 		p, err := agentproc.Start(ctx, bin, cfgPath, agentproc.Options{Stderr: &logs})
 		require.NoError(t, err)

@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +30,7 @@ import (
 	"github.com/clinicbridge/clinicbridge/internal/app"
 	"github.com/clinicbridge/clinicbridge/internal/server"
 	"github.com/clinicbridge/clinicbridge/internal/store"
+	"github.com/clinicbridge/clinicbridge/internal/testutil"
 )
 
 const (
@@ -50,26 +50,9 @@ const (
 type fhirAgent struct {
 	hooks string // http://127.0.0.1:port
 	admin *server.Client
-	logs  *fhirLogBuffer
+	logs  *testutil.Buffer
 	// bearer is what notifications to fhir sources carry (their webhook_secret).
 	bearer string
-}
-
-type fhirLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *fhirLogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *fhirLogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startFHIRAgent writes cfg (plus a SQLite store) to a temp folder and runs
@@ -86,7 +69,7 @@ func startFHIRAgent(t *testing.T, cfg string) *fhirAgent {
 // FHIR_E2E_LOG is set).
 func startFHIRAgentFile(t *testing.T, path string) *fhirAgent {
 	t.Helper()
-	a := &fhirAgent{logs: &fhirLogBuffer{}, bearer: fhirBearer}
+	a := &fhirAgent{logs: &testutil.Buffer{}, bearer: fhirBearer}
 	log := zerolog.New(a.logs)
 	ag, err := app.Load(path, all.Registry(), config.Options{}, log)
 	require.NoError(t, err, "config %s", path)

@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,6 +31,7 @@ import (
 	"github.com/clinicbridge/clinicbridge/internal/app"
 	"github.com/clinicbridge/clinicbridge/internal/server"
 	"github.com/clinicbridge/clinicbridge/internal/store"
+	"github.com/clinicbridge/clinicbridge/internal/testutil"
 )
 
 // Secrets the test configs and the fakes share.
@@ -43,29 +43,12 @@ const (
 	twilioFrom = twiliofake.MagicFrom
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // agent is one running clinicbridge.
 type agent struct {
 	dir   string // the config's folder
 	hooks string // http://127.0.0.1:port, also server.public_url
 	admin *server.Client
-	logs  *syncBuffer
+	logs  *testutil.Buffer
 }
 
 // startAgent writes cfg to a temp folder and runs an agent on it until the
@@ -142,7 +125,7 @@ func startAgentWith(t *testing.T, cfg string, populate func(dir string)) *agent 
 func tryStart(t *testing.T, cfg string, populate func(dir string)) (*agent, error) {
 	t.Helper()
 	addr := freeAddr(t)
-	a := &agent{dir: t.TempDir(), hooks: "http://" + addr, logs: &syncBuffer{}}
+	a := &agent{dir: t.TempDir(), hooks: "http://" + addr, logs: &testutil.Buffer{}}
 	cfg = strings.NewReplacer("@LISTEN@", addr, "@PUBLIC_URL@", a.hooks).Replace(cfg)
 	if !strings.Contains(cfg, "\nstore:") {
 		cfg += "store: {driver: sqlite, path: ./data/cb.db}\n"
