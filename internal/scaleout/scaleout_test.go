@@ -334,7 +334,9 @@ func TestDatabaseAwayAndBack(t *testing.T) {
 	adm := server.NewClient(agents[0].AdminAddr, "")
 	for id := range accepted {
 		ok := false
-		for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		// River's stuck-job rescue (store.RescueAfter, 3 min) is the last
+		// resort for a job whose state the outage left behind.
+		for deadline := time.Now().Add(4 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 			if sk.count("now", id) > 0 && sk.count("reminder", id) > 0 {
 				ok = true
 				break
@@ -346,6 +348,14 @@ func TestDatabaseAwayAndBack(t *testing.T) {
 			for _, d := range out.Deliveries {
 				if d.EventID == "evt_"+id {
 					t.Logf("delivery %s route %s state %s attempts %d job %d error %q", d.ID, d.Route, d.State, d.Attempts, d.JobID, d.LastError)
+					if conn, err := pgx.Connect(context.Background(), dbURL); err == nil {
+						var state string
+						var attempt int
+						var by []string
+						_ = conn.QueryRow(context.Background(), `SELECT state, attempt, COALESCE(attempted_by, '{}') FROM river_job WHERE id = $1`, d.JobID).Scan(&state, &attempt, &by)
+						t.Logf("  job %d: state %s attempt %d attempted_by %v", d.JobID, state, attempt, by)
+						conn.Close(context.Background())
+					}
 				}
 			}
 			t.Fatalf("event %s accepted but not delivered", id)
