@@ -336,28 +336,19 @@ func TestDatabaseAwayAndBack(t *testing.T) {
 		ok := false
 		// River's stuck-job rescue (store.RescueAfter, 3 min) is the last
 		// resort for a job whose state the outage left behind.
-		for deadline := time.Now().Add(4 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		logged := false
+		for start, deadline := time.Now(), time.Now().Add(4*time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 			if sk.count("now", id) > 0 && sk.count("reminder", id) > 0 {
 				ok = true
 				break
 			}
+			if !logged && time.Since(start) > 30*time.Second {
+				logged = true
+				logJobs(t, adm, dbURL, id)
+			}
 		}
 		if !ok {
-			var out struct{ Deliveries []store.Delivery }
-			_ = adm.Do(context.Background(), "GET", "/api/deliveries", map[string][]string{"limit": {"10000"}}, nil, &out)
-			for _, d := range out.Deliveries {
-				if d.EventID == "evt_"+id {
-					t.Logf("delivery %s route %s state %s attempts %d job %d error %q", d.ID, d.Route, d.State, d.Attempts, d.JobID, d.LastError)
-					if conn, err := pgx.Connect(context.Background(), dbURL); err == nil {
-						var state string
-						var attempt int
-						var by []string
-						_ = conn.QueryRow(context.Background(), `SELECT state, attempt, COALESCE(attempted_by, '{}') FROM river_job WHERE id = $1`, d.JobID).Scan(&state, &attempt, &by)
-						t.Logf("  job %d: state %s attempt %d attempted_by %v", d.JobID, state, attempt, by)
-						conn.Close(context.Background())
-					}
-				}
-			}
+			logJobs(t, adm, dbURL, id)
 			t.Fatalf("event %s accepted but not delivered", id)
 		}
 	}
@@ -448,4 +439,27 @@ routes:
 	require.GreaterOrEqual(t, len(out.Runs), 20, "the schedule ran")
 	require.LessOrEqual(t, len(out.Runs), 31, "at most one run per slot")
 	t.Logf("%d runs in 30 s across 3 agents, one per slot", len(out.Runs))
+}
+
+// logJobs logs the ledger rows of event id and the state of their River jobs.
+func logJobs(t *testing.T, adm *server.Client, dbURL, id string) {
+	var out struct{ Deliveries []store.Delivery }
+	_ = adm.Do(context.Background(), "GET", "/api/deliveries", map[string][]string{"limit": {"10000"}}, nil, &out)
+	for _, d := range out.Deliveries {
+		if d.EventID != "evt_"+id {
+			continue
+		}
+		t.Logf("delivery %s route %s state %s attempts %d job %d error %q", d.ID, d.Route, d.State, d.Attempts, d.JobID, d.LastError)
+		conn, err := pgx.Connect(context.Background(), dbURL)
+		if err != nil {
+			continue
+		}
+		var state string
+		var attempt int
+		var by []string
+		var at *time.Time
+		_ = conn.QueryRow(context.Background(), `SELECT state, attempt, COALESCE(attempted_by, '{}'), attempted_at FROM river_job WHERE id = $1`, d.JobID).Scan(&state, &attempt, &by, &at)
+		t.Logf("  job %d: state %s attempt %d attempted_by %v attempted_at %v", d.JobID, state, attempt, by, at)
+		conn.Close(context.Background())
+	}
 }

@@ -131,14 +131,17 @@ func (w *writer[TTx]) commit(batch []*request[TTx]) {
 		return
 	}
 	err := w.run(live)
-	if err == nil || len(live) == 1 {
+	// One request may have spoiled the batch, but when the database itself
+	// is unreachable every request would fail again, one connection attempt
+	// at a time, holding up the writer for minutes: answer them all at once.
+	if err == nil || len(live) == 1 || w.e.unavailable(err) {
 		for _, r := range live {
 			r.reply <- err
 		}
 		return
 	}
-	// One request may have spoiled the batch: run each alone so the others
-	// still commit and the culprit gets its own error.
+	// Otherwise run each alone so the others still commit and the culprit
+	// gets its own error.
 	for _, r := range live {
 		r.reply <- w.run([]*request[TTx]{r})
 	}
