@@ -346,6 +346,9 @@ func openPostgres(ctx context.Context, p Params) (Store, error) {
 			VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint) ON CONFLICT (name) DO NOTHING`,
 	}
 	e.writer = newWriter(e, p.Linger)
+	if p.AgentID != "" && p.Running != nil {
+		e.sweep = func(ctx context.Context) { sweepOrphans(ctx, pool, p.AgentID, p.Running) }
+	}
 	self = e
 	return e, nil
 }
@@ -380,6 +383,51 @@ func claimAgentID(ctx context.Context, cc *pgx.ConnConfig, id string) (*pgx.Conn
 		return nil, fmt.Errorf("store: another running agent uses store.agent_id %q: give each agent its own", id)
 	}
 	return conn, nil
+}
+
+// sweepOrphans requeues, every few seconds, delivery jobs the database says
+// this agent is running while the agent is not: an attempt whose outcome
+// could not be written (the database was away) can end with the job still
+// marked running, which River would otherwise leave to its stuck-job rescue
+// (RescueAfter). A delivery is guarded by its ledger row, so running it again
+// never repeats a recorded success.
+func sweepOrphans(ctx context.Context, pool *pgxpool.Pool, agentID string, running func() map[int64]bool) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sweepOnce(ctx, pool, agentID, running)
+	}
+}
+
+func sweepOnce(ctx context.Context, pool *pgxpool.Pool, agentID string, running func() map[int64]bool) {
+	// Bounded: after an outage the pool may be slow to hand out a
+	// connection, and a sweeper stuck waiting sweeps nothing.
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rows, err := pool.Query(ctx, `SELECT id FROM river_job WHERE state = 'running' AND kind IN ('cb_delivery', 'cb_batch')
+		AND attempted_by[array_length(attempted_by, 1)] = $1 AND attempted_at < now() - interval '5 seconds'`, agentID)
+	if err != nil {
+		return // the database is still away
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil || len(ids) == 0 {
+		return
+	}
+	busy := running()
+	var orphans []int64
+	for _, id := range ids {
+		if !busy[id] {
+			orphans = append(orphans, id)
+		}
+	}
+	if len(orphans) > 0 {
+		_, _ = pool.Exec(ctx, `UPDATE river_job SET state = 'available', scheduled_at = now() WHERE state = 'running' AND id = ANY($1)`, orphans)
+	}
 }
 
 func createSchema(ctx context.Context, cc *pgx.ConnConfig, schema string) error {
