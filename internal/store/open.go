@@ -81,7 +81,8 @@ func riverConfig(p Params, self *Store) *river.Config {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	cfg := &river.Config{
-		Logger: logger,
+		Logger:      logger,
+		RetryPolicy: infraRetry{},
 		// Fetch soon after work arrives: the default 100 ms cooldown caps draining.
 		FetchCooldown:     10 * time.Millisecond,
 		FetchPollInterval: 200 * time.Millisecond,
