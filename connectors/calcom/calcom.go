@@ -6,7 +6,6 @@
 package calcom
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -137,7 +136,7 @@ func malformed(reason string) error {
 // Failures wrap ErrUnauthorized with a reason that never contains the
 // secret, the signature or the body.
 func (k *Connector) Verify(r *connectors.Request) error {
-	v := strings.TrimSpace(header(r.Header, HeaderSignature))
+	v := strings.TrimSpace(connectors.Header(r.Header, HeaderSignature))
 	switch {
 	case v == "":
 		return unauthorized("missing " + HeaderSignature + " header")
@@ -167,13 +166,13 @@ type envelope struct {
 // contain payload values.
 func (k *Connector) Parse(r *connectors.Request) (connectors.Inbound, error) {
 	var env envelope
-	if !isJSONObject(r.Body) || json.Unmarshal(r.Body, &env) != nil {
+	if !connectors.IsJSONObject(r.Body) || json.Unmarshal(r.Body, &env) != nil {
 		return connectors.Inbound{}, malformed("body is not a JSON object (Cal.com's default payload template sends one)")
 	}
 	if env.TriggerEvent == "" {
 		return connectors.Inbound{}, malformed(`body has no string "triggerEvent"`)
 	}
-	if !isJSONObject(env.Payload) {
+	if !connectors.IsJSONObject(env.Payload) {
 		return connectors.Inbound{}, malformed(`body has no "payload" object`)
 	}
 	var p map[string]json.RawMessage
@@ -255,24 +254,6 @@ func jsonString(raw json.RawMessage) string {
 		return ""
 	}
 	return s
-}
-
-func isJSONObject(b []byte) bool {
-	b = bytes.TrimLeft(b, " \t\r\n")
-	return len(b) > 0 && b[0] == '{'
-}
-
-// header reads a header by name, tolerating non-canonical keys in h.
-func header(h http.Header, name string) string {
-	if v := h.Get(name); v != "" {
-		return v
-	}
-	for k, vs := range h {
-		if strings.EqualFold(k, name) && len(vs) > 0 {
-			return vs[0]
-		}
-	}
-	return ""
 }
 
 var (

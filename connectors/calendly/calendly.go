@@ -6,7 +6,6 @@
 package calendly
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -128,7 +127,7 @@ func malformed(reason string) error {
 // wrap ErrUnauthorized with a reason that never contains the key, a
 // signature or the body.
 func (k *Connector) Verify(r *connectors.Request) error {
-	h := header(r.Header, HeaderSignature)
+	h := connectors.Header(r.Header, HeaderSignature)
 	if h == "" {
 		return unauthorized("missing " + HeaderSignature + " header")
 	}
@@ -195,13 +194,13 @@ type envelope struct {
 // scheduled_event). Failures wrap ErrMalformed and never contain payload values.
 func (k *Connector) Parse(r *connectors.Request) (connectors.Inbound, error) {
 	var env envelope
-	if !isJSONObject(r.Body) || json.Unmarshal(r.Body, &env) != nil {
+	if !connectors.IsJSONObject(r.Body) || json.Unmarshal(r.Body, &env) != nil {
 		return connectors.Inbound{}, malformed("body is not a JSON object")
 	}
 	if env.Event == "" {
 		return connectors.Inbound{}, malformed(`body has no string "event"`)
 	}
-	if !isJSONObject(env.Payload) {
+	if !connectors.IsJSONObject(env.Payload) {
 		return connectors.Inbound{}, malformed(`body has no "payload" object`)
 	}
 	var p map[string]json.RawMessage
@@ -273,24 +272,6 @@ func jsonString(raw json.RawMessage) string {
 		return ""
 	}
 	return s
-}
-
-func isJSONObject(b []byte) bool {
-	b = bytes.TrimLeft(b, " \t\r\n")
-	return len(b) > 0 && b[0] == '{'
-}
-
-// header reads a header by name, tolerating non-canonical keys in h.
-func header(h http.Header, name string) string {
-	if v := h.Get(name); v != "" {
-		return v
-	}
-	for k, vs := range h {
-		if strings.EqualFold(k, name) && len(vs) > 0 {
-			return vs[0]
-		}
-	}
-	return ""
 }
 
 var (

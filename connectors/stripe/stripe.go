@@ -74,7 +74,7 @@ func New(c *Config, env connectors.Env) (*Connector, error) {
 // wrap ErrUnauthorized with a reason that never carries the secret, a
 // signature or the body.
 func (s *Connector) Verify(r *connectors.Request) error {
-	return verify(s.secret, header(r.Header, SignatureHeader), r.Body, s.now(), DefaultTolerance)
+	return verify(s.secret, connectors.Header(r.Header, SignatureHeader), r.Body, s.now(), DefaultTolerance)
 }
 
 // Parse turns a verified Stripe event into one event. Failures wrap
@@ -99,7 +99,7 @@ type stripeEvent struct {
 // data) into an event. Both paths go through here, so a webhook and a
 // reconciliation run give the same id, type, key and time.
 func (s *Connector) event(raw []byte) (connectors.Event, error) {
-	if !isJSONObject(raw) {
+	if !connectors.IsJSONObject(raw) {
 		return connectors.Event{}, malformed("body is not a JSON object")
 	}
 	var se stripeEvent
@@ -149,24 +149,6 @@ func unauthorized(reason string) error {
 
 func malformed(reason string) error {
 	return fmt.Errorf("%w: %s", connectors.ErrMalformed, reason)
-}
-
-func isJSONObject(b []byte) bool {
-	b = bytes.TrimLeft(b, " \t\r\n")
-	return len(b) > 0 && b[0] == '{'
-}
-
-// header reads a header by name, tolerating non-canonical keys in h.
-func header(h http.Header, name string) string {
-	if v := h.Get(name); v != "" {
-		return v
-	}
-	for k, vs := range h {
-		if len(vs) > 0 && http.CanonicalHeaderKey(k) == name {
-			return vs[0]
-		}
-	}
-	return ""
 }
 
 // Close releases the lister's idle connections.

@@ -35,7 +35,7 @@ func malformed(reason string) error {
 // Failures wrap ErrUnauthorized and never contain the token, the signature
 // or the body.
 func (t *Connector) Verify(r *connectors.Request) error {
-	sig := header(r.Header, SignatureHeader)
+	sig := connectors.Header(r.Header, SignatureHeader)
 	if sig == "" {
 		return unauthorized("missing X-Twilio-Signature header")
 	}
@@ -164,19 +164,6 @@ func first(params url.Values, names ...string) string {
 	for _, n := range names {
 		if v := params.Get(n); v != "" {
 			return v
-		}
-	}
-	return ""
-}
-
-// header reads a header by name, tolerating non-canonical keys in h.
-func header(h http.Header, name string) string {
-	if v := h.Get(name); v != "" {
-		return v
-	}
-	for k, vs := range h {
-		if strings.EqualFold(k, name) && len(vs) > 0 {
-			return vs[0]
 		}
 	}
 	return ""

@@ -98,9 +98,9 @@ func (s *Source) Verify(r *connectors.Request) error {
 // standardHeaders returns webhook-id, webhook-timestamp and webhook-signature,
 // falling back to Svix's svix-* names (the same scheme) when webhook-id is absent.
 func standardHeaders(h http.Header) (id, ts, sig string) {
-	id, ts, sig = header(h, HeaderID), header(h, HeaderTimestamp), header(h, HeaderSignature)
+	id, ts, sig = connectors.Header(h, HeaderID), connectors.Header(h, HeaderTimestamp), connectors.Header(h, HeaderSignature)
 	if id == "" && ts == "" && sig == "" {
-		id, ts, sig = header(h, "Svix-Id"), header(h, "Svix-Timestamp"), header(h, "Svix-Signature")
+		id, ts, sig = connectors.Header(h, "Svix-Id"), connectors.Header(h, "Svix-Timestamp"), connectors.Header(h, "Svix-Signature")
 	}
 	return id, ts, sig
 }
@@ -154,7 +154,7 @@ func (s *Source) verifyStandard(r *connectors.Request) error {
 }
 
 func (s *Source) verifyHMAC(r *connectors.Request) error {
-	v := header(r.Header, s.hmac.Header)
+	v := connectors.Header(r.Header, s.hmac.Header)
 	if v == "" {
 		return unauthorized("missing " + s.hmac.Header + " header")
 	}
@@ -188,7 +188,7 @@ func (s *Source) verifyHMAC(r *connectors.Request) error {
 // object. Failures wrap ErrMalformed and never contain payload values.
 func (s *Source) Parse(r *connectors.Request) (connectors.Inbound, error) {
 	var payload map[string]any
-	if !isJSONObject(r.Body) || json.Unmarshal(r.Body, &payload) != nil {
+	if !connectors.IsJSONObject(r.Body) || json.Unmarshal(r.Body, &payload) != nil {
 		return connectors.Inbound{}, malformed("body is not a JSON object")
 	}
 	var in map[string]any
@@ -245,24 +245,6 @@ func (s *Source) Parse(r *connectors.Request) (connectors.Inbound, error) {
 	}
 	ev.OccurredAt = ev.OccurredAt.UTC()
 	return connectors.Inbound{Events: []connectors.Event{ev}}, nil
-}
-
-func isJSONObject(b []byte) bool {
-	b = bytes.TrimLeft(b, " \t\r\n")
-	return len(b) > 0 && b[0] == '{'
-}
-
-// header reads a header by name, tolerating non-canonical keys in h.
-func header(h http.Header, name string) string {
-	if v := h.Get(name); v != "" {
-		return v
-	}
-	for k, vs := range h {
-		if strings.EqualFold(k, name) && len(vs) > 0 {
-			return vs[0]
-		}
-	}
-	return ""
 }
 
 // headerMap is the `headers` expression variable: lower-cased name -> first value.
