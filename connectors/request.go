@@ -2,8 +2,10 @@ package connectors
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // Header reads header name from h, tolerating keys that are not in canonical
@@ -24,4 +26,17 @@ func Header(h http.Header, name string) string {
 func IsJSONObject(b []byte) bool {
 	b = bytes.TrimLeft(b, " \t\r\n")
 	return len(b) > 0 && b[0] == '{'
+}
+
+// Sleep waits d, or until ctx ends (returning its error): the wait before
+// asking a rate-limited list API again.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

@@ -101,7 +101,7 @@ func New(c *Config, env connectors.Env, opts ...Option) (*Connector, error) {
 		base:         base,
 		now:          env.Clock(),
 		maxWait:      DefaultMaxWait,
-		sleep:        sleepCtx,
+		sleep:        connectors.Sleep,
 		client: &http.Client{
 			Timeout:       30 * time.Second,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

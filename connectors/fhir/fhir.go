@@ -78,7 +78,7 @@ func New(c *Config, env connectors.Env) (*Connector, error) {
 		client:    client,
 		state:     env.State,
 		now:       env.Clock(),
-		sleep:     sleepCtx,
+		sleep:     connectors.Sleep,
 	}
 	for _, r := range c.Resources {
 		k.resources[r] = true
@@ -89,17 +89,6 @@ func New(c *Config, env connectors.Env) (*Connector, error) {
 	}
 	k.auth = auth
 	return k, nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // Close releases idle connections.
