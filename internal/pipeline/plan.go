@@ -68,7 +68,13 @@ func (p *Pipeline) plan(ev connectors.Event, now time.Time) store.Incoming {
 		if !cancels && !takes && (ev.Replaces == "" || r.At == nil || r.From != ev.Source) {
 			continue
 		}
-		input, err := inputOnce()
+		// Decoding the payload is the costly part of planning: only routes
+		// with expressions need it (the worker decodes it for the mapping).
+		var input map[string]any
+		var err error
+		if r.Key != nil || r.When != nil || r.At != nil {
+			input, err = inputOnce()
+		}
 		key := ev.Key
 		if err == nil && r.Key != nil {
 			if k, kerr := r.Key.String(input); kerr == nil && k != "" {
