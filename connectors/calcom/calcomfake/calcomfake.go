@@ -28,6 +28,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clinicbridge/clinicbridge/internal/fakehttp"
 )
 
 // APIVersion is the cal-api-version the fake answers.
@@ -139,22 +141,24 @@ type Server struct {
 	log    io.Writer
 	client *http.Client
 
-	mu         sync.Mutex
-	now        func() time.Time
-	keys       map[string]bool
-	anyKey     bool
-	limit      int
-	window     time.Duration
-	buckets    map[string]*bucket
-	bookings   []*Booking
-	byUID      map[string]*Booking
-	nextID     int
-	ids        *rand.Rand
-	drops      *rand.Rand
-	dropShare  float64
-	hookURL    string
-	secret     string
-	fails      map[int]int
+	mu        sync.Mutex
+	now       func() time.Time
+	keys      map[string]bool
+	anyKey    bool
+	limit     int
+	window    time.Duration
+	buckets   map[string]*bucket
+	bookings  []*Booking
+	byUID     map[string]*Booking
+	nextID    int
+	ids       *rand.Rand
+	drops     *rand.Rand
+	dropShare float64
+	hookURL   string
+	secret    string
+	fails     map[int]int
+	// reqMu guards requests alone: answers are written while mu is held.
+	reqMu      sync.Mutex
 	requests   []Request
 	deliveries []Delivery
 }
@@ -248,8 +252,8 @@ func (s *Server) ClearFailures() {
 
 // Requests returns the API requests answered so far.
 func (s *Server) Requests() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.reqMu.Lock()
+	defer s.reqMu.Unlock()
 	return append([]Request(nil), s.requests...)
 }
 
@@ -674,10 +678,11 @@ func (s *Server) logf(format string, args ...any) {
 
 // ServeHTTP answers GET /v2/bookings; anything else is 404.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	status, n := s.serve(w, r)
-	s.mu.Lock()
-	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Status: status})
-	s.mu.Unlock()
+	status, n := s.serve(fakehttp.RecordFirst(w, func(status int) {
+		s.reqMu.Lock()
+		s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Status: status})
+		s.reqMu.Unlock()
+	}), r)
 	q := r.URL.Query()
 	for _, k := range []string{"attendeeEmail", "attendeeName"} {
 		if q.Has(k) {

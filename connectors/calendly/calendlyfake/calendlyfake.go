@@ -32,6 +32,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clinicbridge/clinicbridge/internal/fakehttp"
 )
 
 // Defaults.
@@ -165,8 +167,10 @@ type Server struct {
 	hookURL      string
 	key          string
 	fails        map[int]int
-	requests     []Request
-	deliveries   []Delivery
+	// reqMu guards requests alone: answers are written while mu is held.
+	reqMu      sync.Mutex
+	requests   []Request
+	deliveries []Delivery
 }
 
 type bucket struct {
@@ -261,8 +265,8 @@ func (s *Server) ClearFailures() {
 
 // Requests returns the API requests answered so far.
 func (s *Server) Requests() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.reqMu.Lock()
+	defer s.reqMu.Unlock()
 	return append([]Request(nil), s.requests...)
 }
 
@@ -627,10 +631,11 @@ func (s *Server) logf(format string, args ...any) {
 
 // ServeHTTP answers GET /scheduled_events and GET /scheduled_events/{uuid}/invitees.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	status, n := s.serve(w, r)
-	s.mu.Lock()
-	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Status: status})
-	s.mu.Unlock()
+	status, n := s.serve(fakehttp.RecordFirst(w, func(status int) {
+		s.reqMu.Lock()
+		s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Status: status})
+		s.reqMu.Unlock()
+	}), r)
 	if n >= 0 {
 		s.logf("%s %s -> %d (%d items)", r.Method, r.URL.Path, status, n)
 	} else {
