@@ -145,7 +145,7 @@ func runOnce(ctx context.Context, o *options, progress io.Writer) (result, error
 	m := metrics.New(nil)
 	pl := pipeline.New(pipeline.Params{Routes: a.Routes, Limits: a.Limits, Logger: log, Metrics: m})
 	eng := reconcile.New(a.Reconcilers, pl, log, m)
-	st, err := store.Open(ctx, store.Params{Path: dbPath, Worker: pl.Worker(), BatchWorker: pl.BatchWorker(), Reconciler: eng.Worker()})
+	st, err := store.Open(ctx, store.Params{Path: dbPath, Deliver: pl.Deliver, Reconciler: eng.Worker()})
 	if err != nil {
 		return res, err
 	}

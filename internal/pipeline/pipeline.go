@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/riverqueue/river"
 	"github.com/rs/zerolog"
 
 	"github.com/clinicbridge/clinicbridge/connectors"
@@ -31,19 +30,6 @@ type Pipeline struct {
 
 	// guards protect sinks, by connector name; they outlive config reloads.
 	guards map[string]*guard
-	// working holds the ids of the jobs this process is working now.
-	working sync.Map
-}
-
-// Running returns the ids of the delivery jobs being worked right now
-// (store.Params.Running).
-func (p *Pipeline) Running() map[int64]bool {
-	out := map[int64]bool{}
-	p.working.Range(func(k, _ any) bool {
-		out[k.(int64)] = true
-		return true
-	})
-	return out
 }
 
 type routeSet struct {
@@ -112,54 +98,29 @@ func (p *Pipeline) SetRoutes(routes []*Route) {
 
 func (p *Pipeline) config() *routeSet { return p.routes.Load() }
 
-// Worker returns the River worker for single-delivery jobs (scheduled
-// deliveries, retries, waits, replays).
-func (p *Pipeline) Worker() river.Worker[store.DeliveryArgs] { return &worker{p: p} }
-
-// BatchWorker returns the River worker for batch jobs: the first attempt of
-// the immediate deliveries accepted in one commit.
-func (p *Pipeline) BatchWorker() river.Worker[store.BatchArgs] { return &batchWorker{p: p} }
-
-type worker struct {
-	river.WorkerDefaults[store.DeliveryArgs]
-	p *Pipeline
-}
-
-// Timeout bounds one attempt; sinks set their own shorter HTTP timeouts.
-func (w *worker) Timeout(*river.Job[store.DeliveryArgs]) time.Duration { return 90 * time.Second }
-
-func (w *worker) Work(ctx context.Context, job *river.Job[store.DeliveryArgs]) error {
-	w.p.working.Store(job.ID, true)
-	defer w.p.working.Delete(job.ID)
-	return w.p.run(ctx, []string{job.Args.DeliveryID})
-}
-
-type batchWorker struct {
-	river.WorkerDefaults[store.BatchArgs]
-	p *Pipeline
-}
-
-func (w *batchWorker) Timeout(*river.Job[store.BatchArgs]) time.Duration { return 90 * time.Second }
-
-func (w *batchWorker) Work(ctx context.Context, job *river.Job[store.BatchArgs]) error {
-	w.p.working.Store(job.ID, true)
-	defer w.p.working.Delete(job.ID)
-	return w.p.run(ctx, job.Args.DeliveryIDs)
-}
-
-// batchParallel bounds the attempts one batch job runs at once.
+// batchParallel bounds the attempts of one batch run at once.
 const batchParallel = 32
 
-// run reads the deliveries with their events in one query and attempts
-// each. Every decision (done, retry at, wait until) is written to the ledger
-// with the attempt's outcome, so the job itself always completes; it returns
-// an error, and River retries the job, only when the store could not be read
-// or written. A delivery that already finished is skipped, so a re-run job
-// never repeats a success.
-func (p *Pipeline) run(ctx context.Context, ids []string) error {
-	loaded, err := p.store.Load(ctx, ids)
+// Deliver is the store's store.Deliver: it reads the deliveries with their
+// events in one query and attempts each. Every decision (done, retry at,
+// wait until) is written to the ledger with the attempt's outcome, so a job
+// always completes; it returns an error, and the store runs the attempts
+// again, only when the store could not be read or written. A delivery that
+// already finished, or that another job now owns, is skipped, so running a
+// job again never repeats a success or races a queued retry.
+func (p *Pipeline) Deliver(ctx context.Context, job int64, ids []string) error {
+	all, err := p.store.Load(ctx, ids)
 	if err != nil {
 		return err
+	}
+	loaded := all[:0]
+	for _, l := range all {
+		if l.Delivery.JobID == job {
+			loaded = append(loaded, l)
+		}
+	}
+	if len(loaded) == 0 {
+		return nil
 	}
 	if len(loaded) == 1 {
 		return p.attempt(ctx, loaded[0])
@@ -183,7 +144,6 @@ func (p *Pipeline) run(ctx context.Context, ids []string) error {
 // attempt makes one delivery attempt and records its outcome.
 func (p *Pipeline) attempt(ctx context.Context, l store.Loaded) error {
 	d, ev := l.Delivery, l.Event
-	log := p.log.With().Str("delivery", d.ID).Str("route", d.Route).Str("event", d.EventID).Int("attempt", d.Attempts+1).Logger()
 	switch d.State {
 	case store.Succeeded, store.Cancelled, store.Skipped, store.Dead:
 		// Finished meanwhile (cancelled, or a job run twice): nothing to do.
@@ -194,16 +154,22 @@ func (p *Pipeline) attempt(ctx context.Context, l store.Loaded) error {
 			return err
 		}
 		if !ok {
-			log.Info().Msg("scheduled delivery was cancelled before its time")
+			withDelivery(p.log.Info(), d).Msg("scheduled delivery was cancelled before its time")
 			return nil
 		}
 	}
-	o, label, err := p.decide(ctx, log, d, ev)
+	o, label, err := p.decide(ctx, d, ev)
 	if err != nil {
 		return err
 	}
 	o.ID = d.ID
-	return p.record(ctx, log, d.Route, o, label)
+	return p.record(ctx, d, o, label)
+}
+
+// withDelivery names the delivery on a log line: ids, never payload values.
+// (A sub-logger per attempt would cost an allocation on the hot path.)
+func withDelivery(e *zerolog.Event, d store.Delivery) *zerolog.Event {
+	return e.Str("delivery", d.ID).Str("route", d.Route).Str("event", d.EventID).Int("attempt", d.Attempts+1)
 }
 
 // Outcome shapes.
@@ -218,7 +184,7 @@ func later(reason string, at time.Time, attempted bool) store.Outcome {
 // decide runs the route for one delivery and says what happened: an
 // outcome to record (with the next attempt's time, if any) and its metric
 // label. An error means the store failed and the attempt must run again.
-func (p *Pipeline) decide(ctx context.Context, log zerolog.Logger, d store.Delivery, ev store.EventRecord) (store.Outcome, string, error) {
+func (p *Pipeline) decide(ctx context.Context, d store.Delivery, ev store.EventRecord) (store.Outcome, string, error) {
 	r := p.config().byName[d.Route]
 	if r == nil {
 		return done(store.Dead, "route is no longer configured", false), "dead", nil
@@ -394,16 +360,19 @@ func skipReason(err error) string {
 }
 
 // record writes an outcome (and the next attempt, if any) to the ledger.
-func (p *Pipeline) record(ctx context.Context, log zerolog.Logger, route string, o store.Outcome, label string) error {
+func (p *Pipeline) record(ctx context.Context, d store.Delivery, o store.Outcome, label string) error {
 	if err := p.store.Record(ctx, o); err != nil {
-		log.Error().Err(err).Msg("could not record the delivery outcome; the attempt will run again")
+		withDelivery(p.log.Error(), d).Err(err).Msg("could not record the delivery outcome; the attempt will run again")
 		return err
 	}
-	p.metrics.Deliveries.WithLabelValues(route, label).Inc()
-	ev := log.Info()
+	p.metrics.Deliveries.WithLabelValues(d.Route, label).Inc()
+	var ev *zerolog.Event
 	if o.State == store.Dead || label == "retry" || label == "rate_limited" || label == "paused" {
-		ev = log.Warn().Str("error", o.Error)
+		ev = p.log.Warn().Str("error", o.Error)
+	} else {
+		ev = p.log.Info()
 	}
+	ev = withDelivery(ev, d)
 	if !o.Next.IsZero() {
 		ev = ev.Time("next", o.Next)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -42,6 +43,12 @@ type engine[TTx any] struct {
 	unavailable func(error) bool
 
 	writer *writer[TTx]
+	// direct, when set (SQLite), runs first attempts from the ledger
+	// instead of batch jobs.
+	direct *dispatcher
+	// accepting counts Accept calls waiting on the committer: webhooks
+	// waiting for their answer, which the dispatcher lets go first.
+	accepting atomic.Int64
 }
 
 // infraAttempts bounds River's own retries of a job, which happen only when
@@ -75,6 +82,8 @@ func (e *engine[TTx]) Accept(ctx context.Context, in []Incoming) ([]bool, error)
 	if len(in) == 0 {
 		return nil, nil
 	}
+	e.accepting.Add(1)
+	defer e.accepting.Add(-1)
 	res, err := e.writer.do(ctx, &request[TTx]{accept: in})
 	return res, e.wrap(err)
 }
@@ -121,7 +130,10 @@ func (e *engine[TTx]) recordOutcome(ctx context.Context, tx TTx, o *Outcome, now
 
 // acceptBatch runs inside the committer's transaction for every Accept
 // request in the batch at once: one multi-row insert finds the new events.
-func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[TTx]) error {
+//
+// It returns the ids of the immediate deliveries it left to the dispatcher,
+// to hand over once the transaction commits.
+func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[TTx]) (direct []string, err error) {
 	q := e.inTx(tx)
 	now := time.Now()
 	type ref struct {
@@ -147,7 +159,7 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 	}
 	affected, err := q.execEach(ctx, insertEventSQL, argLists)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// The first occurrence of a new event in the batch owns it.
 	var fresh []*Incoming
@@ -158,7 +170,7 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 		}
 	}
 	if len(fresh) == 0 {
-		return nil
+		return nil, nil
 	}
 	// Events take effect in order: each event's cancellations apply to what
 	// is stored and to the scheduled deliveries of earlier events in this
@@ -170,7 +182,7 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 	for _, in := range fresh {
 		for _, c := range in.Cancels {
 			if err := e.cancel(ctx, tx, c, now); err != nil {
-				return err
+				return nil, err
 			}
 			for _, d := range planned {
 				if d.State == Scheduled && d.Route == c.Route && d.Key == c.Key {
@@ -183,9 +195,9 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 			plannedBy = append(plannedBy, in)
 		}
 	}
-	// Immediate deliveries share batch jobs; scheduled ones get a job each
-	// (cancellable by id); final ones (skipped, dead, cancelled in this
-	// batch) only a ledger row.
+	// Immediate deliveries go to the dispatcher (SQLite) or share batch
+	// jobs (Postgres); scheduled ones get a job each (cancellable by id);
+	// final ones (skipped, dead, cancelled in this batch) only a ledger row.
 	var params []river.InsertManyParams
 	var owner []int // planned index -> params index, -1 for none
 	var batch []string
@@ -209,6 +221,8 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 			params = append(params, river.InsertManyParams{Args: DeliveryArgs{DeliveryID: d.ID, Route: d.Route},
 				InsertOpts: &river.InsertOpts{ScheduledAt: d.RunAt, MaxAttempts: infraAttempts}})
 			owner[k] = len(params) - 1
+		case e.direct != nil:
+			direct = append(direct, d.ID)
 		default:
 			batch, batchMembers = append(batch, d.ID), append(batchMembers, k)
 			if len(batch) == MaxBatch {
@@ -221,7 +235,7 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 	if len(params) > 0 {
 		jobs, err := e.client.InsertManyTx(ctx, tx, params)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for k, j := range owner {
 			if j >= 0 {
@@ -233,7 +247,17 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 	for k, d := range planned {
 		rowsOut[k] = deliveryRow{plannedBy[k].Event.Source, plannedBy[k].Event.ID, d, jobOf[k]}
 	}
-	return insertDeliveries(ctx, q, rowsOut, now)
+	return direct, insertDeliveries(ctx, q, rowsOut, now)
+}
+
+// pendingFirstAttempts lists the dispatcher's outbox: pending deliveries
+// with no queue job, oldest first.
+func (e *engine[TTx]) pendingFirstAttempts(ctx context.Context, n int) ([]string, error) {
+	ids, err := queryAll(ctx, e.read, func(r rows) (string, error) {
+		var id string
+		return id, r.Scan(&id)
+	}, `SELECT id FROM cb_deliveries WHERE state = $1 AND job_id = 0 ORDER BY run_at, id LIMIT $2`, string(Pending), n)
+	return ids, e.wrap(err)
 }
 
 type deliveryRow struct {
@@ -273,7 +297,92 @@ const (
 
 // hotStatements are prepared when the store opens, before anything holds
 // the write connection.
-var hotStatements = []string{insertEventSQL, insertDeliverySQL, recordOutcomeSQL, nextJobSQL, claimSQL}
+var hotStatements = []string{insertEventSQL, insertDeliverySQL, recordOutcomeSQL, nextJobSQL, claimSQL,
+	outcomeGroups[0].sql, outcomeGroups[1].sql, outcomeGroups[2].sql}
+
+// outcomeGroups are the grouped outcome update for 64, 16 and 4 ids: a few
+// shapes, each prepared once, cover any number of ids (with single updates
+// for the rest).
+var outcomeGroups = [3]struct {
+	n   int
+	sql string
+}{{64, recordOutcomesSQL(64)}, {16, recordOutcomesSQL(16)}, {4, recordOutcomesSQL(4)}}
+
+// recordOutcomesSQL is recordOutcomeSQL for n ids at once.
+func recordOutcomesSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(strings.TrimSuffix(recordOutcomeSQL, "id = $7"))
+	b.WriteString("id IN (")
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "$%d", 7+i)
+	}
+	b.WriteByte(')')
+	return b.String()
+}
+
+// recordOutcomes writes outcomes that queue nothing next. Under load most
+// are alike (succeeded, no error): one statement per group of alike
+// outcomes replaces one per delivery on the single writer.
+func (e *engine[TTx]) recordOutcomes(ctx context.Context, tx TTx, outs []*Outcome, now time.Time) error {
+	type shape struct {
+		state          State
+		attempted      bool
+		errText, extID string
+	}
+	groups := map[shape][]string{}
+	var order []shape
+	seen := make(map[string]bool, len(outs))
+	for _, o := range outs {
+		if seen[o.ID] {
+			// The same delivery twice: the later outcome must win, so keep
+			// the order and write them one by one.
+			for _, o := range outs {
+				if err := e.recordOutcome(ctx, tx, o, now); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		seen[o.ID] = true
+		k := shape{o.State, o.Attempted, o.Error, o.ExternalID}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], o.ID)
+	}
+	q := e.inTx(tx)
+	for _, k := range order {
+		attempted, delivered := 0, int64(0)
+		if k.attempted {
+			attempted = 1
+		}
+		if k.state == Succeeded {
+			delivered = usec(now)
+		}
+		ids := groups[k]
+		for len(ids) > 0 {
+			n, stmt := 1, recordOutcomeSQL
+			for _, g := range outcomeGroups {
+				if len(ids) >= g.n {
+					n, stmt = g.n, g.sql
+					break
+				}
+			}
+			args := append(make([]any, 0, 6+n), string(k.state), attempted, k.errText, k.extID, delivered, usec(now))
+			for _, id := range ids[:n] {
+				args = append(args, id)
+			}
+			if _, err := q.exec(ctx, stmt, args...); err != nil {
+				return err
+			}
+			ids = ids[n:]
+		}
+	}
+	return nil
+}
 
 func (e *engine[TTx]) cancel(ctx context.Context, tx TTx, c Cancel, now time.Time) error {
 	q := e.inTx(tx)
@@ -829,7 +938,13 @@ func (e *engine[TTx]) Start(ctx context.Context) error {
 		e.stopSweep = cancel
 		go e.sweep(sctx)
 	}
-	return e.client.Start(ctx)
+	if err := e.client.Start(ctx); err != nil {
+		return err
+	}
+	if e.direct != nil {
+		e.direct.start()
+	}
+	return nil
 }
 
 func (e *engine[TTx]) Stop(ctx context.Context) error {
@@ -839,7 +954,12 @@ func (e *engine[TTx]) Stop(ctx context.Context) error {
 	if e.stopSweep != nil {
 		e.stopSweep()
 	}
-	return e.client.Stop(ctx)
+	// First attempts first: their outcomes may queue retries.
+	var err error
+	if e.direct != nil {
+		err = e.direct.stop(ctx)
+	}
+	return errors.Join(err, e.client.Stop(ctx))
 }
 
 func (e *engine[TTx]) Close() error {

@@ -75,13 +75,17 @@ func (w *retentionWorker) Work(ctx context.Context, _ *river.Job[RetentionArgs])
 	return err
 }
 
-func riverConfig(p Params, self *Store) *river.Config {
-	logger := p.Logger
-	if logger == nil {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+// logger is where the queue and the dispatcher log (warnings and errors).
+func (p Params) logger() *slog.Logger {
+	if p.Logger != nil {
+		return p.Logger
 	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func riverConfig(p Params, self *Store, busy *working) *river.Config {
 	cfg := &river.Config{
-		Logger:      logger,
+		Logger:      p.logger(),
 		RetryPolicy: infraRetry{},
 		// Fetch soon after work arrives: the default 100 ms cooldown caps draining.
 		FetchCooldown:     10 * time.Millisecond,
@@ -92,12 +96,12 @@ func riverConfig(p Params, self *Store) *river.Config {
 		RescueStuckJobsAfter: RescueAfter,
 		ID:                   p.AgentID,
 	}
-	if p.Worker != nil {
+	if p.Deliver != nil {
 		workers := river.NewWorkers()
-		river.AddWorker(workers, p.Worker)
-		if p.BatchWorker != nil {
-			river.AddWorker(workers, p.BatchWorker)
-		}
+		river.AddWorker(workers, &deliveryWorker{deliver: p.Deliver, working: busy})
+		// Batch jobs are Postgres's first attempts; SQLite registers the
+		// worker too, for batch jobs queued by an older version.
+		river.AddWorker(workers, &batchWorker{deliver: p.Deliver, working: busy})
 		if p.Reconciler != nil {
 			river.AddWorker(workers, p.Reconciler)
 			cfg.PeriodicJobs = p.Periodic
@@ -137,7 +141,7 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	dsn := "file:" + p.Path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)&_txlock=immediate"
+	dsn := "file:" + p.Path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(67108864)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		lock.Close()
@@ -183,11 +187,13 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 		return nil, closeAll(err, db, rdb, lock)
 	}
 	var self Store
-	client, err := river.NewClient(driver, riverConfig(p, &self))
+	busy := &working{}
+	client, err := river.NewClient(driver, riverConfig(p, &self, busy))
 	if err != nil {
 		return nil, closeAll(err, db, rdb, lock)
 	}
 	writeStmts, readStmts := newStmtCache(db), newStmtCache(rdb)
+	var ckpt *checkpointer
 	for _, q := range hotStatements {
 		if _, err := writeStmts.get(ctx, q, true); err != nil {
 			return nil, closeAll(fmt.Errorf("store: prepare: %w", err), db, rdb, lock)
@@ -204,7 +210,7 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 		close: func() error {
 			readStmts.close()
 			writeStmts.close()
-			return errors.Join(rdb.Close(), db.Close(), lock.Close())
+			return errors.Join(ckpt.close(), rdb.Close(), db.Close(), lock.Close())
 		},
 		// A local file is either there or it is not: disk errors are 503 too.
 		unavailable: func(err error) bool {
@@ -212,6 +218,12 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 		},
 	}
 	e.writer = newWriter(e, p.Linger)
+	if ckpt, err = startCheckpointer(p.Path, e.writer.commits.Load, p.logger()); err != nil {
+		return nil, closeAll(err, db, rdb, lock)
+	}
+	if p.Deliver != nil {
+		e.direct = newDispatcher(p.Deliver, e.pendingFirstAttempts, func() bool { return e.accepting.Load() > 0 }, p.logger())
+	}
 	self = e
 	return e, nil
 }
@@ -320,7 +332,8 @@ func openPostgres(ctx context.Context, p Params) (Store, error) {
 		return nil, err
 	}
 	var self Store
-	client, err := river.NewClient(driver, riverConfig(p, &self))
+	busy := &working{}
+	client, err := river.NewClient(driver, riverConfig(p, &self, busy))
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -347,8 +360,8 @@ func openPostgres(ctx context.Context, p Params) (Store, error) {
 			VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint) ON CONFLICT (name) DO NOTHING`,
 	}
 	e.writer = newWriter(e, p.Linger)
-	if p.AgentID != "" && p.Running != nil {
-		e.sweep = func(ctx context.Context) { sweepOrphans(ctx, pool, p.AgentID, p.Running) }
+	if p.AgentID != "" && p.Deliver != nil {
+		e.sweep = func(ctx context.Context) { sweepOrphans(ctx, pool, p.AgentID, busy.ids) }
 	}
 	self = e
 	return e, nil

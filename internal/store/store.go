@@ -272,6 +272,14 @@ type ReconcileArgs struct {
 // Kind names the River job kind.
 func (ReconcileArgs) Kind() string { return "cb_reconcile" }
 
+// Deliver attempts the deliveries ids and records each outcome. job is the
+// queue job running them, or 0 for a first attempt run straight from the
+// ledger (SQLite, see dispatcher). A delivery whose ledger row names another
+// job has been handed on (a retry is queued) and must be left to that job,
+// so a job run twice never attempts a delivery twice. An error means the
+// store failed and the attempts must run again.
+type Deliver func(ctx context.Context, job int64, ids []string) error
+
 // BatchArgs is the queue job for the first attempt of the immediate
 // deliveries accepted in one commit: one River job for many deliveries keeps
 // the queue's own per-job work (fetch, complete) off the hot path. Retries,
@@ -308,20 +316,13 @@ type Params struct {
 	// agents with one id are refused. Empty: a random id (no take-back; jobs
 	// of a dead agent are rescued after RescueAfter).
 	AgentID string
-	// Running reports the ids of the delivery jobs this process is working
-	// right now. With an AgentID on Postgres, a sweeper requeues this agent's
-	// delivery jobs that the database says are running but this process is
-	// not working: their outcome could not be written while the database was
-	// away, and River would otherwise leave them until its stuck-job rescue.
-	Running func() map[int64]bool
 	// Migrate, when false, skips migrations and refuses to start unless the
 	// schema is exactly this binary's (`clinicbridge migrate` runs them).
 	NoMigrate bool
 
-	// Worker runs delivery jobs and BatchWorker batch jobs; with nil the
-	// store queues work but runs none (tools, tests).
-	Worker      river.Worker[DeliveryArgs]
-	BatchWorker river.Worker[BatchArgs]
+	// Deliver makes delivery attempts; with nil the store queues work but
+	// runs none (tools, tests).
+	Deliver Deliver
 	// Reconciler runs reconcile jobs, which Periodic schedules (on the River
 	// leader only, so several agents run each slot once).
 	Reconciler river.Worker[ReconcileArgs]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +20,8 @@ type writer[TTx any] struct {
 	maxBatch int
 	done     chan struct{}
 	stopOnce sync.Once
+	// commits counts committed transactions (the checkpointer's cue).
+	commits atomic.Uint64
 }
 
 type request[TTx any] struct {
@@ -164,24 +167,51 @@ func (w *writer[TTx]) run(batch []*request[TTx]) (err error) {
 	}()
 	var accepts []*request[TTx]
 	now := time.Now()
+	// Outcomes that queue nothing next are written together (grouped), in
+	// their place among the other requests.
+	var plain []*Outcome
+	flush := func() error {
+		err := e.recordOutcomes(ctx, tx, plain, now)
+		plain = plain[:0]
+		return err
+	}
 	for _, r := range batch {
 		switch {
 		case r.accept != nil:
 			accepts = append(accepts, r)
+		case r.outcome != nil && r.outcome.Next.IsZero():
+			plain = append(plain, r.outcome)
 		case r.outcome != nil:
+			if err = flush(); err != nil {
+				return err
+			}
 			if err = e.recordOutcome(ctx, tx, r.outcome, now); err != nil {
 				return err
 			}
 		case r.fn != nil:
+			if err = flush(); err != nil {
+				return err
+			}
 			if err = r.fn(ctx, tx); err != nil {
 				return err
 			}
 		}
 	}
+	if err = flush(); err != nil {
+		return err
+	}
+	var direct []string
 	if len(accepts) > 0 {
-		if err = e.acceptBatch(ctx, tx, accepts); err != nil {
+		if direct, err = e.acceptBatch(ctx, tx, accepts); err != nil {
 			return err
 		}
 	}
-	return e.commit(ctx, tx)
+	if err = e.commit(ctx, tx); err != nil {
+		return err
+	}
+	w.commits.Add(1)
+	if len(direct) > 0 {
+		e.direct.add(direct)
+	}
+	return nil
 }

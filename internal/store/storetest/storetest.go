@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	"github.com/clinicbridge/clinicbridge/connectors"
@@ -21,37 +20,28 @@ import (
 // Opener opens a fresh, empty store for one test with p's worker settings.
 type Opener func(t *testing.T, p store.Params) store.Store
 
-// recorder is a worker that records which deliveries ran.
+// recorder is a store.Deliver that records which deliveries ran and with
+// which job.
 type recorder struct {
-	river.WorkerDefaults[store.DeliveryArgs]
 	mu   sync.Mutex
 	ran  map[string]int
+	jobs map[string][]int64
 	next func(id string) error
 }
 
-func (r *recorder) Work(ctx context.Context, job *river.Job[store.DeliveryArgs]) error {
-	r.mu.Lock()
-	r.ran[job.Args.DeliveryID]++
-	next := r.next
-	r.mu.Unlock()
-	if next != nil {
-		return next(job.Args.DeliveryID)
-	}
-	return nil
-}
+func newRecorder() *recorder { return &recorder{ran: map[string]int{}, jobs: map[string][]int64{}} }
 
-// batch runs batch jobs through the same recorder.
-func (r *recorder) batch() river.Worker[store.BatchArgs] { return batchRecorder{r: r} }
-
-type batchRecorder struct {
-	river.WorkerDefaults[store.BatchArgs]
-	r *recorder
-}
-
-func (b batchRecorder) Work(ctx context.Context, job *river.Job[store.BatchArgs]) error {
-	for _, id := range job.Args.DeliveryIDs {
-		if err := b.r.Work(ctx, &river.Job[store.DeliveryArgs]{JobRow: job.JobRow, Args: store.DeliveryArgs{DeliveryID: id}}); err != nil {
-			return err
+func (r *recorder) deliver(ctx context.Context, job int64, ids []string) error {
+	for _, id := range ids {
+		r.mu.Lock()
+		r.ran[id]++
+		r.jobs[id] = append(r.jobs[id], job)
+		next := r.next
+		r.mu.Unlock()
+		if next != nil {
+			if err := next(id); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -145,10 +135,56 @@ func Run(t *testing.T, open Opener) {
 		require.Zero(t, d.JobID)
 	})
 
+	t.Run("ConcurrentOutcomesEachLandOnTheirRow", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, store.Params{})
+		ctx := context.Background()
+		const n = 203 // more than the largest group, not a multiple of any
+		var in []store.Incoming
+		for i := range n {
+			id := fmt.Sprintf("e%d", i)
+			in = append(in, store.Incoming{Event: event(id, "t", ""), Deliveries: []store.NewDelivery{delivery("d"+id, "r", "", store.Pending, time.Time{})}})
+		}
+		_, err := s.Accept(ctx, in)
+		require.NoError(t, err)
+		want := func(i int) store.Outcome {
+			id := fmt.Sprintf("de%d", i)
+			switch i % 4 {
+			case 0, 1:
+				return store.Outcome{ID: id, State: store.Succeeded, Attempted: true}
+			case 2:
+				return store.Outcome{ID: id, State: store.Dead, Error: fmt.Sprintf("http %d", 400+i%3), Attempted: true}
+			default:
+				return store.Outcome{ID: id, State: store.Succeeded, ExternalID: "x-" + id, Attempted: true}
+			}
+		}
+		// Concurrent callers share commits: alike outcomes are written
+		// together, and each must still land on its own row.
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				require.NoError(t, s.Record(ctx, want(i)))
+			}()
+		}
+		wg.Wait()
+		for i := range n {
+			w := want(i)
+			d, err := s.Delivery(ctx, w.ID)
+			require.NoError(t, err)
+			require.Equal(t, w.State, d.State, w.ID)
+			require.Equal(t, w.Error, d.LastError, w.ID)
+			require.Equal(t, w.ExternalID, d.ExternalID, w.ID)
+			require.Equal(t, 1, d.Attempts, w.ID)
+			require.Equal(t, w.State == store.Succeeded, !d.DeliveredAt.IsZero(), w.ID)
+		}
+	})
+
 	t.Run("WorkerRunsAndRecords", func(t *testing.T) {
 		t.Parallel()
-		rec := &recorder{ran: map[string]int{}}
-		s := open(t, store.Params{Worker: rec, BatchWorker: rec.batch()})
+		rec := newRecorder()
+		s := open(t, store.Params{Deliver: rec.deliver})
 		ctx := context.Background()
 		require.NoError(t, s.Start(ctx))
 		t.Cleanup(func() { _ = s.Stop(context.Background()) })
@@ -166,8 +202,8 @@ func Run(t *testing.T, open Opener) {
 
 	t.Run("ScheduledCancelAndReplace", func(t *testing.T) {
 		t.Parallel()
-		rec := &recorder{ran: map[string]int{}}
-		s := open(t, store.Params{Worker: rec, BatchWorker: rec.batch()})
+		rec := newRecorder()
+		s := open(t, store.Params{Deliver: rec.deliver})
 		ctx := context.Background()
 		require.NoError(t, s.Start(ctx))
 		t.Cleanup(func() { _ = s.Stop(context.Background()) })
@@ -207,8 +243,8 @@ func Run(t *testing.T, open Opener) {
 
 	t.Run("ReplayDead", func(t *testing.T) {
 		t.Parallel()
-		rec := &recorder{ran: map[string]int{}}
-		s := open(t, store.Params{Worker: rec, BatchWorker: rec.batch()})
+		rec := newRecorder()
+		s := open(t, store.Params{Deliver: rec.deliver})
 		ctx := context.Background()
 		require.NoError(t, s.Start(ctx))
 		t.Cleanup(func() { _ = s.Stop(context.Background()) })
