@@ -183,17 +183,19 @@ func (s *Sink) Do(ctx context.Context, d connectors.Delivery) (connectors.Receip
 func receipt(resp *stdhttp.Response) connectors.Receipt {
 	rc := connectors.Receipt{Status: strconv.Itoa(resp.StatusCode)}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	var body struct {
-		ID any `json:"id"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if dec.Decode(&body) == nil {
-		switch id := body.ID.(type) {
-		case string:
-			rc.ExternalID = id
-		case json.Number:
-			rc.ExternalID = id.String()
+	if len(b) > 0 {
+		var body struct {
+			ID any `json:"id"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		if dec.Decode(&body) == nil {
+			switch id := body.ID.(type) {
+			case string:
+				rc.ExternalID = id
+			case json.Number:
+				rc.ExternalID = id.String()
+			}
 		}
 	}
 	if rc.ExternalID == "" {

@@ -187,13 +187,25 @@ func (s *Source) verifyHMAC(r *connectors.Request) error {
 // Parse turns a verified request into one event. The body must be a JSON
 // object. Failures wrap ErrMalformed and never contain payload values.
 func (s *Source) Parse(r *connectors.Request) (connectors.Inbound, error) {
-	var payload map[string]any
-	if !connectors.IsJSONObject(r.Body) || json.Unmarshal(r.Body, &payload) != nil {
+	// Expressions see the whole payload; without them only two fields are
+	// read, and decoding just those spares building a map of the whole body.
+	var in map[string]any
+	var top struct {
+		Type      any `json:"type"`
+		Timestamp any `json:"timestamp"`
+	}
+	if !connectors.IsJSONObject(r.Body) {
 		return connectors.Inbound{}, malformed("body is not a JSON object")
 	}
-	var in map[string]any
 	if s.idExpr != nil || s.typeExpr != nil || s.keyExpr != nil || s.timeExpr != nil {
+		var payload map[string]any
+		if json.Unmarshal(r.Body, &payload) != nil {
+			return connectors.Inbound{}, malformed("body is not a JSON object")
+		}
 		in = map[string]any{"payload": payload, "headers": headerMap(r.Header)}
+		top.Type, top.Timestamp = payload["type"], payload["timestamp"]
+	} else if json.Unmarshal(r.Body, &top) != nil {
+		return connectors.Inbound{}, malformed("body is not a JSON object")
 	}
 	ev := connectors.Event{Payload: json.RawMessage(bytes.Clone(r.Body))}
 	var err error
@@ -218,7 +230,7 @@ func (s *Source) Parse(r *connectors.Request) (connectors.Inbound, error) {
 			return connectors.Inbound{}, malformed("evaluating type failed")
 		}
 	} else {
-		ev.Type, _ = payload["type"].(string)
+		ev.Type, _ = top.Type.(string)
 	}
 	if ev.Type == "" {
 		if s.typeExpr != nil {
@@ -237,7 +249,7 @@ func (s *Source) Parse(r *connectors.Request) (connectors.Inbound, error) {
 		if ev.OccurredAt, err = s.timeExpr.Time(in); err != nil {
 			return connectors.Inbound{}, malformed("evaluating occurred_at failed")
 		}
-	} else if ts, ok := payload["timestamp"].(string); ok {
+	} else if ts, ok := top.Timestamp.(string); ok {
 		ev.OccurredAt, _ = time.Parse(time.RFC3339Nano, ts)
 	}
 	if ev.OccurredAt.IsZero() {

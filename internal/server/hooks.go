@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -79,14 +80,16 @@ func (h *Hooks) hook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	outcome := func(o string) { h.Metrics.Received.WithLabelValues(name, o).Inc() }
-	log := h.Log.With().Str("connector", name).Logger()
+	// Log lines name the connector; a sub-logger per request would cost an
+	// allocation on the hot path, whether or not anything is logged.
+	log := func(e *zerolog.Event) *zerolog.Event { return e.Str("connector", name) }
 
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBody))
+	body, err := readBody(w, r, h.MaxBody)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			outcome("too_large")
-			log.Warn().Int64("limit", h.MaxBody).Msg("webhook rejected: body too large")
+			log(h.Log.Warn()).Int64("limit", h.MaxBody).Msg("webhook rejected: body too large")
 			writeJSON(w, http.StatusRequestEntityTooLarge, reply{Error: "body larger than server.max_body"})
 			return
 		}
@@ -98,14 +101,14 @@ func (h *Hooks) hook(w http.ResponseWriter, r *http.Request) {
 	if err := src.Verify(req); err != nil {
 		outcome("unauthorized")
 		// The reason names the check that failed, never the secret or body.
-		log.Warn().Str("reason", err.Error()).Msg("webhook rejected: signature")
+		log(h.Log.Warn()).Str("reason", err.Error()).Msg("webhook rejected: signature")
 		writeJSON(w, http.StatusUnauthorized, reply{Error: "signature verification failed"})
 		return
 	}
 	in, err := src.Parse(req)
 	if err != nil {
 		outcome("malformed")
-		log.Warn().Str("reason", err.Error()).Msg("webhook rejected: malformed")
+		log(h.Log.Warn()).Str("reason", err.Error()).Msg("webhook rejected: malformed")
 		writeJSON(w, http.StatusBadRequest, reply{Error: err.Error()})
 		return
 	}
@@ -114,7 +117,7 @@ func (h *Hooks) hook(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := h.Accept.UpdateReceipts(r.Context(), in.Receipts); err != nil {
 		outcome("unavailable")
-		log.Error().Err(err).Int("receipts", len(in.Receipts)).Msg("receipt update not stored; answered 503 so the sender retries")
+		log(h.Log.Error()).Err(err).Int("receipts", len(in.Receipts)).Msg("receipt update not stored; answered 503 so the sender retries")
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusServiceUnavailable, reply{Error: "not stored; retry later"})
 		return
@@ -125,7 +128,7 @@ func (h *Hooks) hook(w http.ResponseWriter, r *http.Request) {
 	fresh, err := h.Accept.Accept(r.Context(), in.Events)
 	if err != nil {
 		outcome("unavailable")
-		log.Error().Err(err).Int("events", len(in.Events)).Msg("webhook not stored; answered 503 so the sender retries")
+		log(h.Log.Error()).Err(err).Int("events", len(in.Events)).Msg("webhook not stored; answered 503 so the sender retries")
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusServiceUnavailable, reply{Error: "not stored; retry later"})
 		return
@@ -133,7 +136,7 @@ func (h *Hooks) hook(w http.ResponseWriter, r *http.Request) {
 	if in.Reconcile && h.Reconcile != nil {
 		// After this request's own events are stored, so the run counts
 		// only what the gap really lost.
-		log.Info().Msg("source reported a gap: starting its reconcilers")
+		log(h.Log.Info()).Msg("source reported a gap: starting its reconcilers")
 		h.Reconcile(name)
 	}
 	var rep reply
@@ -141,7 +144,7 @@ func (h *Hooks) hook(w http.ResponseWriter, r *http.Request) {
 		if ok {
 			rep.Accepted++
 			outcome("accepted")
-			log.Debug().Str("event", in.Events[i].ID).Str("type", in.Events[i].Type).Msg("event accepted")
+			log(h.Log.Debug()).Str("event", in.Events[i].ID).Str("type", in.Events[i].Type).Msg("event accepted")
 		} else {
 			rep.Duplicates++
 			outcome("duplicate")
@@ -155,7 +158,36 @@ func (h *Hooks) hook(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(in.Reply.Body)
 		return
 	}
-	writeJSON(w, http.StatusOK, rep)
+	rep.write(w)
+}
+
+// write answers 200 with the counts; it is every accepted webhook's answer,
+// so it is built by hand rather than through the JSON encoder.
+func (rep reply) write(w http.ResponseWriter) {
+	b := make([]byte, 0, 48)
+	b = append(b, `{"accepted":`...)
+	b = strconv.AppendInt(b, int64(rep.Accepted), 10)
+	b = append(b, `,"duplicates":`...)
+	b = strconv.AppendInt(b, int64(rep.Duplicates), 10)
+	b = append(b, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// readBody reads the body, in one allocation when the sender gave its
+// length. A body over limit fails with *http.MaxBytesError.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	if n := r.ContentLength; n >= 0 && n <= limit {
+		// The server never reads past Content-Length.
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(rd, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
+	}
+	return io.ReadAll(rd)
 }
 
 // publicURL is the URL the sender used: server.public_url plus the request's
