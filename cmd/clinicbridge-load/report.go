@@ -28,6 +28,7 @@ type runResult struct {
 	LateSends      int64            `json:"late_sends,omitempty"`
 	Targets        []targetResult   `json:"targets"`
 	E2E            *e2eResult       `json:"e2e,omitempty"`
+	Backlog        *backlogResult   `json:"backlog,omitempty"` // ingest phase
 	Ceiling        *ceilingResult   `json:"ceiling,omitempty"`
 	Agents         []agentResult    `json:"agents,omitempty"`
 	// AgentCPUSeconds is the agents' CPU time from the first send to the end
@@ -59,6 +60,13 @@ type e2eResult struct {
 	Missing         int64   `json:"missing"`
 	Unacked         int64   `json:"unacked_delivered"` // delivered though the sender got no 2xx
 	SinkConns       int64   `json:"sink_connections"`
+}
+
+// backlogResult is what the ingest phase saw of deliveries.
+type backlogResult struct {
+	DeliveredPerSec float64 `json:"delivered_per_sec"` // sink requests during the load
+	CatchUpSeconds  float64 `json:"catch_up_seconds"`  // last answer until the sink had them all
+	Undelivered     int64   `json:"undelivered"`       // still short when --drain ran out
 }
 
 type ceilingResult struct {
@@ -130,34 +138,43 @@ var metrics = []metric{
 		return float64(n), true
 	}},
 	{"ceiling_per_sec", "bare handler ceiling/s", 0, func(r *runResult) (float64, bool) {
-		return ceil(r, func(c *ceilingResult) float64 { return c.PerSec })
+		return of(r.Ceiling, func(c *ceilingResult) float64 { return c.PerSec })
 	}},
 	{"ceiling_p99_ms", "ceiling p99 (ms)", 2, func(r *runResult) (float64, bool) {
-		return ceil(r, func(c *ceilingResult) float64 { return c.P99Ms })
+		return of(r.Ceiling, func(c *ceilingResult) float64 { return c.P99Ms })
 	}},
 	{"ratio", "accepted/ceiling", 3, func(r *runResult) (float64, bool) {
-		return ceil(r, func(c *ceilingResult) float64 { return c.Ratio })
+		return of(r.Ceiling, func(c *ceilingResult) float64 { return c.Ratio })
 	}},
 	{"delivered_per_sec", "delivered/s (sink)", 0, func(r *runResult) (float64, bool) {
-		return e2e(r, func(e *e2eResult) float64 { return e.DeliveredPerSec })
+		return of(r.E2E, func(e *e2eResult) float64 { return e.DeliveredPerSec })
 	}},
 	{"drain_seconds", "drain after last ack (s)", 2, func(r *runResult) (float64, bool) {
-		return e2e(r, func(e *e2eResult) float64 { return e.DrainSeconds })
+		return of(r.E2E, func(e *e2eResult) float64 { return e.DrainSeconds })
+	}},
+	{"backlog_delivered_per_sec", "delivered/s during load (sink)", 0, func(r *runResult) (float64, bool) {
+		return of(r.Backlog, func(b *backlogResult) float64 { return b.DeliveredPerSec })
+	}},
+	{"backlog_catch_up_seconds", "deliveries caught up after (s)", 2, func(r *runResult) (float64, bool) {
+		return of(r.Backlog, func(b *backlogResult) float64 { return b.CatchUpSeconds })
+	}},
+	{"backlog_undelivered", "undelivered after --drain", 0, func(r *runResult) (float64, bool) {
+		return of(r.Backlog, func(b *backlogResult) float64 { return float64(b.Undelivered) })
 	}},
 	{"e2e_p50_ms", "end-to-end p50 (ms)", 1, func(r *runResult) (float64, bool) {
-		return e2e(r, func(e *e2eResult) float64 { return e.P50Ms })
+		return of(r.E2E, func(e *e2eResult) float64 { return e.P50Ms })
 	}},
 	{"e2e_p99_ms", "end-to-end p99 (ms)", 1, func(r *runResult) (float64, bool) {
-		return e2e(r, func(e *e2eResult) float64 { return e.P99Ms })
+		return of(r.E2E, func(e *e2eResult) float64 { return e.P99Ms })
 	}},
 	{"sink_duplicates", "duplicates at sink", 0, func(r *runResult) (float64, bool) {
-		return e2e(r, func(e *e2eResult) float64 { return float64(e.SinkDuplicates) })
+		return of(r.E2E, func(e *e2eResult) float64 { return float64(e.SinkDuplicates) })
 	}},
 	{"missing", "missing (acked, not delivered)", 0, func(r *runResult) (float64, bool) {
-		return e2e(r, func(e *e2eResult) float64 { return float64(e.Missing) })
+		return of(r.E2E, func(e *e2eResult) float64 { return float64(e.Missing) })
 	}},
 	{"sink_connections", "connections to sink", 0, func(r *runResult) (float64, bool) {
-		return e2e(r, func(e *e2eResult) float64 { return float64(e.SinkConns) })
+		return of(r.E2E, func(e *e2eResult) float64 { return float64(e.SinkConns) })
 	}},
 	{"agent_cpu_per_event_us", "agent CPU per event (µs)", 0, func(r *runResult) (float64, bool) {
 		return r.AgentCPUPerEventUs, r.AgentCPUPerEventUs > 0
@@ -169,6 +186,9 @@ var metrics = []metric{
 		span := r.Seconds
 		if r.E2E != nil {
 			span += r.E2E.DrainSeconds
+		}
+		if r.Backlog != nil {
+			span += r.Backlog.CatchUpSeconds
 		}
 		return r.AgentCPUSeconds / span, true
 	}},
@@ -184,18 +204,12 @@ var metrics = []metric{
 	}},
 }
 
-func ceil(r *runResult, f func(*ceilingResult) float64) (float64, bool) {
-	if r.Ceiling == nil {
+// of reads a figure from a part of the result a run may not have.
+func of[T any](part *T, f func(*T) float64) (float64, bool) {
+	if part == nil {
 		return 0, false
 	}
-	return f(r.Ceiling), true
-}
-
-func e2e(r *runResult, f func(*e2eResult) float64) (float64, bool) {
-	if r.E2E == nil {
-		return 0, false
-	}
-	return f(r.E2E), true
+	return f(part), true
 }
 
 // medians is each figure's median over the runs that measured it.
