@@ -24,11 +24,12 @@ import (
 // On Postgres several agents share the rows, and River's locked fetch and
 // rescuer are what hand them out, so there first attempts stay batch jobs.
 //
-// Webhooks come first. While webhooks are waiting to be stored (busy),
-// first attempts run one small batch at a time: a sender's retry timer runs
-// while it waits for our answer, a delivery has no such clock, and on a small
-// machine the two compete for the same cores. Deliveries never stop (one
-// batch always runs) and catch up at full width when the burst is over.
+// Webhooks come first. While webhooks are waiting to be stored and the
+// process is short of CPU (busy; see cpuPressure), first attempts run one
+// small batch at a time: a sender's retry timer runs while it waits for our
+// answer, a delivery has no such clock. Deliveries never stop (one batch
+// always runs) and catch up at full width when the burst is over; waiting on
+// a slow remote takes no CPU, so it is never held back.
 type dispatcher struct {
 	deliver Deliver
 	// scan lists pending first attempts, oldest first.

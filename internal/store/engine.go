@@ -47,8 +47,10 @@ type engine[TTx any] struct {
 	// instead of batch jobs.
 	direct *dispatcher
 	// accepting counts Accept calls waiting on the committer: webhooks
-	// waiting for their answer, which the dispatcher lets go first.
+	// waiting for their answer, which the dispatcher lets go first when
+	// the process is short of CPU (cpu).
 	accepting atomic.Int64
+	cpu       *cpuPressure
 }
 
 // infraAttempts bounds River's own retries of a job, which happen only when
@@ -963,6 +965,9 @@ func (e *engine[TTx]) Stop(ctx context.Context) error {
 }
 
 func (e *engine[TTx]) Close() error {
+	if e.cpu != nil {
+		e.cpu.close()
+	}
 	e.writer.stop()
 	return e.close()
 }

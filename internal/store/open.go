@@ -222,7 +222,10 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 		return nil, closeAll(err, db, rdb, lock)
 	}
 	if p.Deliver != nil {
-		e.direct = newDispatcher(p.Deliver, e.pendingFirstAttempts, func() bool { return e.accepting.Load() > 0 }, p.logger())
+		cpu := startCPUPressure()
+		e.cpu = cpu
+		busy := func() bool { return e.accepting.Load() > 0 && cpu.saturated.Load() }
+		e.direct = newDispatcher(p.Deliver, e.pendingFirstAttempts, busy, p.logger())
 	}
 	self = e
 	return e, nil
