@@ -119,9 +119,6 @@ func (p *Pipeline) Deliver(ctx context.Context, job int64, ids []string) error {
 			loaded = append(loaded, l)
 		}
 	}
-	if len(loaded) == 0 {
-		return nil
-	}
 	if len(loaded) == 1 {
 		return p.attempt(ctx, loaded[0])
 	}

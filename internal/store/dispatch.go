@@ -66,8 +66,8 @@ type dispatcher struct {
 }
 
 const (
-	// dispatchWorkers attempts run batches of up to MaxBatch at once, each
-	// batch with its own parallelism (the pipeline's).
+	// dispatchWorkers batches of up to MaxBatch run at once, each with the
+	// pipeline's own parallelism inside.
 	dispatchWorkers = 8
 	// dispatchQueue bounds the ids held in memory; past it they wait in the
 	// ledger and a scan finds them once the queue has drained.
@@ -75,6 +75,7 @@ const (
 	// scanLimit is above what can be in flight (workers x MaxBatch), so a
 	// full page always holds rows that are not in flight: scans make progress.
 	scanLimit = 2 * dispatchWorkers * MaxBatch
+	// scanEvery is how often a backlog is scanned for while the queue never empties.
 	scanEvery = 5 * time.Second
 	// busyBatch is the batch size while webhooks wait (one batch at a time).
 	busyBatch = 10

@@ -107,27 +107,16 @@ func (e *engine[TTx]) Record(ctx context.Context, o Outcome) error {
 }
 
 func (e *engine[TTx]) recordOutcome(ctx context.Context, tx TTx, o *Outcome, now time.Time) error {
-	q := e.inTx(tx)
 	if !o.Next.IsZero() {
 		res, err := e.client.InsertTx(ctx, tx, DeliveryArgs{DeliveryID: o.ID}, &river.InsertOpts{ScheduledAt: o.Next, MaxAttempts: infraAttempts})
 		if err != nil {
 			return err
 		}
-		if _, err := q.exec(ctx, nextJobSQL, res.Job.ID, usec(o.Next), o.ID); err != nil {
+		if _, err := e.inTx(tx).exec(ctx, nextJobSQL, res.Job.ID, usec(o.Next), o.ID); err != nil {
 			return err
 		}
 	}
-	attempted := 0
-	if o.Attempted {
-		attempted = 1
-	}
-	delivered := int64(0)
-	if o.State == Succeeded {
-		delivered = usec(now)
-	}
-	_, err := q.exec(ctx, recordOutcomeSQL,
-		string(o.State), attempted, o.Error, o.ExternalID, delivered, usec(now), o.ID)
-	return err
+	return e.updateOutcome(ctx, tx, shapeOf(o), []string{o.ID}, now)
 }
 
 // acceptBatch runs inside the committer's transaction for every Accept
@@ -325,63 +314,77 @@ func recordOutcomesSQL(n int) string {
 	return b.String()
 }
 
+// outcomeShape is what an outcome writes besides which delivery it is for.
+type outcomeShape struct {
+	state          State
+	attempted      bool
+	errText, extID string
+}
+
+func shapeOf(o *Outcome) outcomeShape {
+	return outcomeShape{o.State, o.Attempted, o.Error, o.ExternalID}
+}
+
 // recordOutcomes writes outcomes that queue nothing next. Under load most
 // are alike (succeeded, no error): one statement per group of alike
 // outcomes replaces one per delivery on the single writer.
 func (e *engine[TTx]) recordOutcomes(ctx context.Context, tx TTx, outs []*Outcome, now time.Time) error {
-	type shape struct {
-		state          State
-		attempted      bool
-		errText, extID string
-	}
-	groups := map[shape][]string{}
-	var order []shape
+	groups := map[outcomeShape][]string{}
+	var order []outcomeShape
 	seen := make(map[string]bool, len(outs))
 	for _, o := range outs {
 		if seen[o.ID] {
 			// The same delivery twice: the later outcome must win, so keep
 			// the order and write them one by one.
 			for _, o := range outs {
-				if err := e.recordOutcome(ctx, tx, o, now); err != nil {
+				if err := e.updateOutcome(ctx, tx, shapeOf(o), []string{o.ID}, now); err != nil {
 					return err
 				}
 			}
 			return nil
 		}
 		seen[o.ID] = true
-		k := shape{o.State, o.Attempted, o.Error, o.ExternalID}
+		k := shapeOf(o)
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 		}
 		groups[k] = append(groups[k], o.ID)
 	}
-	q := e.inTx(tx)
 	for _, k := range order {
-		attempted, delivered := 0, int64(0)
-		if k.attempted {
-			attempted = 1
+		if err := e.updateOutcome(ctx, tx, k, groups[k], now); err != nil {
+			return err
 		}
-		if k.state == Succeeded {
-			delivered = usec(now)
+	}
+	return nil
+}
+
+// updateOutcome writes one outcome to the ledger rows ids, in as few
+// statements as the prepared shapes allow.
+func (e *engine[TTx]) updateOutcome(ctx context.Context, tx TTx, k outcomeShape, ids []string, now time.Time) error {
+	attempted, delivered := 0, int64(0)
+	if k.attempted {
+		attempted = 1
+	}
+	if k.state == Succeeded {
+		delivered = usec(now)
+	}
+	q := e.inTx(tx)
+	for len(ids) > 0 {
+		n, stmt := 1, recordOutcomeSQL
+		for _, g := range outcomeGroups {
+			if len(ids) >= g.n {
+				n, stmt = g.n, g.sql
+				break
+			}
 		}
-		ids := groups[k]
-		for len(ids) > 0 {
-			n, stmt := 1, recordOutcomeSQL
-			for _, g := range outcomeGroups {
-				if len(ids) >= g.n {
-					n, stmt = g.n, g.sql
-					break
-				}
-			}
-			args := append(make([]any, 0, 6+n), string(k.state), attempted, k.errText, k.extID, delivered, usec(now))
-			for _, id := range ids[:n] {
-				args = append(args, id)
-			}
-			if _, err := q.exec(ctx, stmt, args...); err != nil {
-				return err
-			}
-			ids = ids[n:]
+		args := append(make([]any, 0, 6+n), string(k.state), attempted, k.errText, k.extID, delivered, usec(now))
+		for _, id := range ids[:n] {
+			args = append(args, id)
 		}
+		if _, err := q.exec(ctx, stmt, args...); err != nil {
+			return err
+		}
+		ids = ids[n:]
 	}
 	return nil
 }
@@ -944,6 +947,7 @@ func (e *engine[TTx]) Start(ctx context.Context) error {
 		return err
 	}
 	if e.direct != nil {
+		e.cpu.start()
 		e.direct.start()
 	}
 	return nil
@@ -960,14 +964,12 @@ func (e *engine[TTx]) Stop(ctx context.Context) error {
 	var err error
 	if e.direct != nil {
 		err = e.direct.stop(ctx)
+		e.cpu.stop()
 	}
 	return errors.Join(err, e.client.Stop(ctx))
 }
 
 func (e *engine[TTx]) Close() error {
-	if e.cpu != nil {
-		e.cpu.close()
-	}
 	e.writer.stop()
 	return e.close()
 }

@@ -83,7 +83,7 @@ func (p Params) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-func riverConfig(p Params, self *Store, busy *working) *river.Config {
+func riverConfig(p Params, self *Store, running *working) *river.Config {
 	cfg := &river.Config{
 		Logger:      p.logger(),
 		RetryPolicy: infraRetry{},
@@ -98,10 +98,10 @@ func riverConfig(p Params, self *Store, busy *working) *river.Config {
 	}
 	if p.Deliver != nil {
 		workers := river.NewWorkers()
-		river.AddWorker(workers, &deliveryWorker{deliver: p.Deliver, working: busy})
+		river.AddWorker(workers, &deliveryWorker{deliver: p.Deliver, working: running})
 		// Batch jobs are Postgres's first attempts; SQLite registers the
 		// worker too, for batch jobs queued by an older version.
-		river.AddWorker(workers, &batchWorker{deliver: p.Deliver, working: busy})
+		river.AddWorker(workers, &batchWorker{deliver: p.Deliver, working: running})
 		if p.Reconciler != nil {
 			river.AddWorker(workers, p.Reconciler)
 			cfg.PeriodicJobs = p.Periodic
@@ -187,8 +187,8 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 		return nil, closeAll(err, db, rdb, lock)
 	}
 	var self Store
-	busy := &working{}
-	client, err := river.NewClient(driver, riverConfig(p, &self, busy))
+	running := &working{}
+	client, err := river.NewClient(driver, riverConfig(p, &self, running))
 	if err != nil {
 		return nil, closeAll(err, db, rdb, lock)
 	}
@@ -222,7 +222,7 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 		return nil, closeAll(err, db, rdb, lock)
 	}
 	if p.Deliver != nil {
-		cpu := startCPUPressure()
+		cpu := &cpuPressure{}
 		e.cpu = cpu
 		busy := func() bool { return e.accepting.Load() > 0 && cpu.saturated.Load() }
 		e.direct = newDispatcher(p.Deliver, e.pendingFirstAttempts, busy, p.logger())
@@ -335,8 +335,8 @@ func openPostgres(ctx context.Context, p Params) (Store, error) {
 		return nil, err
 	}
 	var self Store
-	busy := &working{}
-	client, err := river.NewClient(driver, riverConfig(p, &self, busy))
+	running := &working{}
+	client, err := river.NewClient(driver, riverConfig(p, &self, running))
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -364,7 +364,7 @@ func openPostgres(ctx context.Context, p Params) (Store, error) {
 	}
 	e.writer = newWriter(e, p.Linger)
 	if p.AgentID != "" && p.Deliver != nil {
-		e.sweep = func(ctx context.Context) { sweepOrphans(ctx, pool, p.AgentID, busy.ids) }
+		e.sweep = func(ctx context.Context) { sweepOrphans(ctx, pool, p.AgentID, running.ids) }
 	}
 	self = e
 	return e, nil

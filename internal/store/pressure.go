@@ -13,9 +13,10 @@ import (
 // only the second would throttle deliveries to a slow remote, which wait on
 // the network and take no CPU from anyone; asking only the first would
 // throttle deliveries when they are all there is to do.
+// It runs between start and stop (the store's Start and Stop).
 type cpuPressure struct {
 	saturated atomic.Bool
-	stop      chan struct{}
+	done      chan struct{}
 	once      sync.Once
 }
 
@@ -30,20 +31,19 @@ const (
 
 const schedLatencies = "/sched/latencies:seconds"
 
-func startCPUPressure() *cpuPressure {
-	p := &cpuPressure{stop: make(chan struct{})}
-	go p.loop()
-	return p
+func (p *cpuPressure) start() {
+	p.done = make(chan struct{})
+	go p.loop(p.done)
 }
 
-func (p *cpuPressure) loop() {
+func (p *cpuPressure) loop(done <-chan struct{}) {
 	sample := []metrics.Sample{{Name: schedLatencies}}
 	var prev *metrics.Float64Histogram
 	t := time.NewTicker(pressureEvery)
 	defer t.Stop()
 	for {
 		select {
-		case <-p.stop:
+		case <-done:
 			return
 		case <-t.C:
 		}
@@ -57,7 +57,13 @@ func (p *cpuPressure) loop() {
 	}
 }
 
-func (p *cpuPressure) close() { p.once.Do(func() { close(p.stop) }) }
+func (p *cpuPressure) stop() {
+	p.once.Do(func() {
+		if p.done != nil {
+			close(p.done)
+		}
+	})
+}
 
 // waitedOver is the share of the wake-ups between two readings of a
 // cumulative latency histogram that waited longer than limit seconds (a

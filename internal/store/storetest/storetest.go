@@ -20,29 +20,19 @@ import (
 // Opener opens a fresh, empty store for one test with p's worker settings.
 type Opener func(t *testing.T, p store.Params) store.Store
 
-// recorder is a store.Deliver that records which deliveries ran and with
-// which job.
+// recorder is a store.Deliver that records which deliveries ran.
 type recorder struct {
-	mu   sync.Mutex
-	ran  map[string]int
-	jobs map[string][]int64
-	next func(id string) error
+	mu  sync.Mutex
+	ran map[string]int
 }
 
-func newRecorder() *recorder { return &recorder{ran: map[string]int{}, jobs: map[string][]int64{}} }
+func newRecorder() *recorder { return &recorder{ran: map[string]int{}} }
 
-func (r *recorder) deliver(ctx context.Context, job int64, ids []string) error {
+func (r *recorder) deliver(_ context.Context, _ int64, ids []string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, id := range ids {
-		r.mu.Lock()
 		r.ran[id]++
-		r.jobs[id] = append(r.jobs[id], job)
-		next := r.next
-		r.mu.Unlock()
-		if next != nil {
-			if err := next(id); err != nil {
-				return err
-			}
-		}
 	}
 	return nil
 }
