@@ -69,7 +69,7 @@ func TestPaymentsStripePaymentLandsInXero(t *testing.T) {
 
 	calls := e.xeroCalls("Payments")
 	require.Len(t, calls, 1)
-	require.Equal(t, pipeline.IdempotencyKey(d.ID), calls[0].Header.Get("Idempotency-Key"))
+	require.Equal(t, pipeline.IdempotencyKey(d.Source, d.EventID, d.Route), calls[0].Header.Get("Idempotency-Key"))
 	require.Equal(t, payTenant, calls[0].Header.Get("Xero-Tenant-Id"))
 }
 
@@ -125,7 +125,7 @@ func TestPaymentsResentAndReplayedPostOnce(t *testing.T) {
 	require.Equal(t, first.ExternalID, mine[0]["PaymentID"])
 	var sent []xerofake.Recorded
 	for _, c := range e.xeroCalls("Payments") {
-		if c.Header.Get("Idempotency-Key") == pipeline.IdempotencyKey(first.ID) {
+		if c.Header.Get("Idempotency-Key") == pipeline.IdempotencyKey(first.Source, first.EventID, first.Route) {
 			sent = append(sent, c)
 		}
 	}

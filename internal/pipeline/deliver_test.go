@@ -37,9 +37,10 @@ func TestDeliverRunsOnlyTheJobNamedInTheLedger(t *testing.T) {
 	p.SetStore(st)
 	_, err = p.Accept(ctx, []connectors.Event{event("CREATED", `{"n":1}`)})
 	require.NoError(t, err)
-	id := DeliveryID("booking", "CREATED-1", "r")
-	d, err := st.Delivery(ctx, id)
+	ds, err := st.Deliveries(ctx, store.DeliveryFilter{Route: "r"})
 	require.NoError(t, err)
+	require.Len(t, ds, 1)
+	d, id := ds[0], ds[0].ID
 	require.NotZero(t, d.JobID)
 
 	require.NoError(t, p.Deliver(ctx, d.JobID+1, []string{id}))

@@ -240,7 +240,7 @@ func (p *Pipeline) decide(ctx context.Context, d store.Delivery, ev store.EventR
 	receipt, err := r.Sink.Do(ctx, connectors.Delivery{
 		Action:         r.Action.Name,
 		Document:       doc,
-		IdempotencyKey: IdempotencyKey(d.ID),
+		IdempotencyKey: IdempotencyKey(d.Source, d.EventID, d.Route),
 		DeliveryID:     d.ID,
 		EventID:        d.EventID,
 		Route:          d.Route,

@@ -93,7 +93,7 @@ func (p *Pipeline) plan(ev connectors.Event, now time.Time) store.Incoming {
 			continue
 		}
 		d := store.NewDelivery{
-			ID:          DeliveryID(ev.Source, ev.ID, r.Name),
+			ID:          DeliveryID(ev.Source, ev.ID, r.Name, now),
 			Route:       r.Name,
 			Key:         key,
 			State:       store.Pending,

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -47,7 +48,7 @@ func TestPlan(t *testing.T) {
 		require.Equal(t, time.Date(2026, 12, 2, 14, 30, 0, 0, time.UTC), r.RunAt)
 		require.Equal(t, "b1", r.Key)
 		require.Equal(t, 3, r.MaxAttempts)
-		require.Equal(t, DeliveryID("booking", "CREATED-1", "reminder"), r.ID)
+		require.Equal(t, DeliveryID("booking", "CREATED-1", "reminder", now), r.ID)
 		require.Equal(t, store.Pending, c.State)
 		require.Equal(t, 8, c.MaxAttempts)
 	})
@@ -95,12 +96,32 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-func TestDeliveryIDIsStableAndDistinct(t *testing.T) {
+func TestDeliveryIDsSortByPlanningTime(t *testing.T) {
 	t.Parallel()
-	a := DeliveryID("s", "e1", "r")
-	require.Equal(t, a, DeliveryID("s", "e1", "r"))
-	require.NotEqual(t, a, DeliveryID("s", "e1", "r2"))
-	require.NotEqual(t, DeliveryID("s", "e1r", ""), DeliveryID("s", "e1", "r"), "fields are separated")
+	at := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	a := DeliveryID("s", "e1", "r", at)
+	require.Equal(t, a, DeliveryID("s", "e1", "r", at))
+	require.Len(t, a, len("dlv_")+24)
+	require.NotEqual(t, a, DeliveryID("s", "e1", "r2", at))
+	require.NotEqual(t, DeliveryID("s", "e1r", "", at), DeliveryID("s", "e1", "r", at), "fields are separated")
+	// Later ids sort after earlier ones, whatever the hash part says,
+	// including across every base32 digit boundary of the time part.
+	prev := DeliveryID("zzz", "e", "r", at)
+	for ms := 1; ms < 1<<12; ms++ {
+		next := DeliveryID("s", fmt.Sprint(ms), "r", at.Add(time.Duration(ms)*time.Millisecond))
+		require.Less(t, prev, next, "at +%d ms", ms)
+		prev = next
+	}
+}
+
+func TestIdempotencyKeyIsTheEventAndRoute(t *testing.T) {
+	t.Parallel()
+	k := IdempotencyKey("s", "e1", "r")
+	// The value earlier versions sent (derived from the hash-only delivery
+	// id): a remote that saw it before an upgrade still dedupes.
+	require.Equal(t, "clinicbridge-dlv_2sqp5trfqdm577hiv3av37n2", k)
+	require.NotEqual(t, k, IdempotencyKey("s", "e1", "r2"))
+	require.NotEqual(t, IdempotencyKey("s", "e1r", ""), k, "fields are separated")
 }
 
 func TestQuietHours(t *testing.T) {
