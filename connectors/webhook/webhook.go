@@ -199,12 +199,12 @@ func (s *Source) Parse(r *connectors.Request) (connectors.Inbound, error) {
 	}
 	if s.idExpr != nil || s.typeExpr != nil || s.keyExpr != nil || s.timeExpr != nil {
 		var payload map[string]any
-		if json.Unmarshal(r.Body, &payload) != nil {
+		if connectors.UnmarshalJSON(r.Body, &payload) != nil {
 			return connectors.Inbound{}, malformed("body is not a JSON object")
 		}
 		in = map[string]any{"payload": payload, "headers": headerMap(r.Header)}
 		top.Type, top.Timestamp = payload["type"], payload["timestamp"]
-	} else if json.Unmarshal(r.Body, &top) != nil {
+	} else if connectors.UnmarshalJSON(r.Body, &top) != nil {
 		return connectors.Inbound{}, malformed("body is not a JSON object")
 	}
 	ev := connectors.Event{Payload: json.RawMessage(bytes.Clone(r.Body))}

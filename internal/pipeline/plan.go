@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -14,7 +13,7 @@ import (
 func Input(ev connectors.Event, receivedAt time.Time) (map[string]any, error) {
 	var payload any
 	if len(ev.Payload) > 0 {
-		if err := json.Unmarshal(ev.Payload, &payload); err != nil {
+		if err := connectors.UnmarshalJSON(ev.Payload, &payload); err != nil {
 			return nil, fmt.Errorf("payload is not JSON: %w", err)
 		}
 	}
