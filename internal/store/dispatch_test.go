@@ -120,7 +120,11 @@ func TestSQLiteFirstAttemptsRunWithoutAQueueJob(t *testing.T) {
 	require.NoError(t, s.Start(context.Background()))
 	defer s.Stop(context.Background())
 	ids := acceptN(t, s, "e", 30)
-	require.Eventually(t, func() bool { _, n := d.total(); return n == 30 }, 10*time.Second, 10*time.Millisecond)
+	// A run is counted before its outcome is recorded: wait for the ledger.
+	require.Eventually(t, func() bool {
+		ds, err := s.Deliveries(context.Background(), store.DeliveryFilter{State: store.Succeeded})
+		return err == nil && len(ds) == 30
+	}, 10*time.Second, 10*time.Millisecond)
 	for _, id := range ids {
 		require.Equal(t, []int64{0}, d.runs[id], id)
 		got, err := s.Delivery(context.Background(), id)
@@ -201,4 +205,72 @@ func TestSQLiteFailedFirstAttemptRunsAgain(t *testing.T) {
 
 func eventFor(id string) connectors.Event {
 	return connectors.Event{Source: "src", ID: id, Type: "t", OccurredAt: time.Now(), Payload: json.RawMessage(`{"n":1}`)}
+}
+
+// A first attempt's rows are held from the commit until its attempt loads
+// them, and what Load hands out from memory is exactly what the ledger
+// holds: sealed payload opened, times at the ledger's precision, an empty
+// payload, a scheduled delivery whose time passed before the commit.
+func TestSQLiteFirstAttemptRowsAreHeldUntilLoaded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := store.Open(ctx, store.Params{Path: filepath.Join(t.TempDir(), "cb.db"),
+		EncryptionKeys: []string{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="},
+		Deliver:        newLedgerDeliver().deliver}) // not started: nothing runs
+	require.NoError(t, err)
+	defer s.Close()
+
+	due := eventFor("due")
+	due.Key, due.Replaces = "b1", "b0"
+	empty := eventFor("empty")
+	empty.Payload = nil
+	_, err = s.Accept(ctx, []store.Incoming{
+		{Event: eventFor("plain"), Deliveries: []store.NewDelivery{{ID: "d-plain", Route: "r", State: store.Pending}}},
+		{Event: empty, Deliveries: []store.NewDelivery{{ID: "d-empty", Route: "r", Key: "k", State: store.Pending}}},
+		{Event: due, Deliveries: []store.NewDelivery{{ID: "d-due", Route: "r", Key: "b1", State: store.Scheduled, RunAt: time.Now().Add(-time.Millisecond)}}},
+		{Event: eventFor("later"), Deliveries: []store.NewDelivery{{ID: "d-later", Route: "r", State: store.Scheduled, RunAt: time.Now().Add(time.Hour)}}},
+		{Event: eventFor("skip"), Deliveries: []store.NewDelivery{{ID: "d-skip", Route: "r", State: store.Skipped, Reason: "when: false"}}},
+	})
+	require.NoError(t, err)
+	require.Equal(t, 3, store.HeldRows(s), "only first attempts handed to the dispatcher are held")
+
+	ids := []string{"d-plain", "d-empty", "d-due"}
+	held, err := s.Load(ctx, ids)
+	require.NoError(t, err)
+	require.Zero(t, store.HeldRows(s), "each is handed out once")
+	read, err := s.Load(ctx, ids) // now from the ledger
+	require.NoError(t, err)
+	byID := func(ls []store.Loaded) map[string]store.Loaded {
+		m := map[string]store.Loaded{}
+		for _, l := range ls {
+			m[l.Delivery.ID] = l
+		}
+		return m
+	}
+	require.Len(t, held, 3)
+	require.Equal(t, byID(read), byID(held))
+}
+
+// An erasure cancels pending first attempts: rows held from before it are
+// dropped, so the attempt reads the cancelled row and sends nothing.
+func TestSQLitePurgeDropsHeldRows(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := store.Open(ctx, store.Params{Path: filepath.Join(t.TempDir(), "cb.db"), Deliver: newLedgerDeliver().deliver})
+	require.NoError(t, err)
+	defer s.Close()
+	ev := eventFor("e1")
+	ev.Key = "patient-1"
+	_, err = s.Accept(ctx, []store.Incoming{{Event: ev, Deliveries: []store.NewDelivery{{ID: "d-e1", Route: "r", Key: "patient-1", State: store.Pending}}}})
+	require.NoError(t, err)
+	require.Equal(t, 1, store.HeldRows(s))
+
+	_, err = s.Purge(ctx, store.PurgeFilter{Subject: "patient-1"})
+	require.NoError(t, err)
+	require.Zero(t, store.HeldRows(s))
+	ls, err := s.Load(ctx, []string{"d-e1"})
+	require.NoError(t, err)
+	require.Len(t, ls, 1)
+	require.Equal(t, store.Cancelled, ls[0].Delivery.State)
+	require.Empty(t, ls[0].Event.Payload)
 }

@@ -46,6 +46,9 @@ type engine[TTx any] struct {
 	// direct, when set (SQLite), runs first attempts from the ledger
 	// instead of batch jobs.
 	direct *dispatcher
+	// fresh holds the rows of first attempts handed to direct, so their
+	// attempt does not read them back (nil without direct).
+	fresh *freshRows
 	// accepting counts Accept calls waiting on the committer: webhooks
 	// waiting for their answer, which the dispatcher lets go first when
 	// the process is short of CPU (cpu).
@@ -122,9 +125,9 @@ func (e *engine[TTx]) recordOutcome(ctx context.Context, tx TTx, o *Outcome, now
 // acceptBatch runs inside the committer's transaction for every Accept
 // request in the batch at once: one multi-row insert finds the new events.
 //
-// It returns the ids of the immediate deliveries it left to the dispatcher,
-// to hand over once the transaction commits.
-func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[TTx]) (direct []string, err error) {
+// It returns the rows of the immediate deliveries it left to the dispatcher,
+// as Load would read them, to hand over once the transaction commits.
+func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[TTx]) (direct []Loaded, err error) {
 	q := e.inTx(tx)
 	now := time.Now()
 	type ref struct {
@@ -193,6 +196,7 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 	var owner []int // planned index -> params index, -1 for none
 	var batch []string
 	var batchMembers []int
+	var directMembers []int
 	flush := func() {
 		if len(batch) == 0 {
 			return
@@ -213,7 +217,7 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 				InsertOpts: &river.InsertOpts{ScheduledAt: d.RunAt, MaxAttempts: infraAttempts}})
 			owner[k] = len(params) - 1
 		case e.direct != nil:
-			direct = append(direct, d.ID)
+			directMembers = append(directMembers, k)
 		default:
 			batch, batchMembers = append(batch, d.ID), append(batchMembers, k)
 			if len(batch) == MaxBatch {
@@ -238,7 +242,32 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 	for k, d := range planned {
 		rowsOut[k] = deliveryRow{plannedBy[k].Event.Source, plannedBy[k].Event.ID, d, jobOf[k]}
 	}
-	return direct, insertDeliveries(ctx, q, rowsOut, now)
+	if err := insertDeliveries(ctx, q, rowsOut, now); err != nil {
+		return nil, err
+	}
+	for _, k := range directMembers {
+		direct = append(direct, freshRow(&plannedBy[k].Event, planned[k], now))
+	}
+	return direct, nil
+}
+
+// freshRow is a new first attempt's row and event as Load reads them back:
+// times at the ledger's microsecond precision, no job, nothing attempted.
+func freshRow(ev *connectors.Event, d *NewDelivery, now time.Time) Loaded {
+	at, runAt := fromUsec(usec(now)), fromUsec(usec(now))
+	if !d.RunAt.IsZero() {
+		runAt = fromUsec(usec(d.RunAt))
+	}
+	l := Loaded{
+		Delivery: Delivery{ID: d.ID, Source: ev.Source, EventID: ev.ID, Route: d.Route, Key: d.Key, State: d.State,
+			RunAt: runAt, CreatedAt: at, UpdatedAt: at, LastError: d.Reason},
+		Event: EventRecord{Event: connectors.Event{Source: ev.Source, ID: ev.ID, Type: ev.Type, Key: ev.Key,
+			OccurredAt: fromUsec(usec(ev.OccurredAt)), Replaces: ev.Replaces}, ReceivedAt: at},
+	}
+	if len(ev.Payload) > 0 {
+		l.Event.Payload = ev.Payload
+	}
+	return l
 }
 
 // pendingFirstAttempts lists the dispatcher's outbox: pending deliveries
@@ -576,8 +605,12 @@ func (e *engine[TTx]) Delivery(ctx context.Context, id string) (Delivery, error)
 }
 
 func (e *engine[TTx]) Load(ctx context.Context, ids []string) ([]Loaded, error) {
+	var held []Loaded
+	if e.fresh != nil {
+		held, ids = e.fresh.take(ids)
+	}
 	if len(ids) == 0 {
-		return nil, nil
+		return held, nil
 	}
 	var sb strings.Builder
 	args := make([]any, len(ids))
@@ -615,7 +648,10 @@ func (e *engine[TTx]) Load(ctx context.Context, ids []string) ([]Loaded, error) 
 		d.external_id, d.delivered_at, d.receipt_status, d.job_id,
 		e.type, e.key, e.replaces, e.occurred_at, e.received_at, e.purged_at, e.payload
 		FROM cb_deliveries d JOIN cb_events e ON e.source = d.source AND e.id = d.event_id WHERE d.id IN (`+sb.String()+`)`, args...)
-	return out, e.wrap(err)
+	if err != nil {
+		return nil, e.wrap(err) // the held rows are still pending in the ledger
+	}
+	return append(held, out...), nil
 }
 
 func (e *engine[TTx]) Succeeded(ctx context.Context, route, key string) (Delivery, error) {
@@ -771,6 +807,12 @@ func (e *engine[TTx]) Purge(ctx context.Context, f PurgeFilter) (int, error) {
 		q := e.inTx(tx)
 		now := usec(time.Now())
 		live := []any{string(Scheduled), string(Pending)}
+		if e.fresh != nil {
+			// Erasure cancels pending first attempts and blanks payloads: a
+			// held row could be either. (Rows committed after this one are
+			// put after it, by this same goroutine.)
+			e.fresh.drop()
+		}
 		if f.Subject != "" {
 			// An erasure request also stops what was still to be sent about the subject.
 			jobIDs, err := queryAll(ctx, q, scanInt64, `UPDATE cb_deliveries SET state = $1, last_error = $2, updated_at = $3

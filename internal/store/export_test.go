@@ -10,3 +10,12 @@ func SetDispatchQueue(s Store, n int) {
 	e.direct.maxQueue = n
 	e.direct.mu.Unlock()
 }
+
+// HeldRows is how many first attempts' rows a SQLite store holds for their
+// attempt (freshRows).
+func HeldRows(s Store) int {
+	e := s.(*engine[*sql.Tx])
+	e.fresh.mu.Lock()
+	defer e.fresh.mu.Unlock()
+	return len(e.fresh.rows)
+}

@@ -226,6 +226,7 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 		e.cpu = cpu
 		busy := func() bool { return e.accepting.Load() > 0 && cpu.saturated.Load() }
 		e.direct = newDispatcher(p.Deliver, e.pendingFirstAttempts, busy, p.logger())
+		e.fresh = newFreshRows()
 	}
 	self = e
 	return e, nil

@@ -200,7 +200,7 @@ func (w *writer[TTx]) run(batch []*request[TTx]) (err error) {
 	if err = flush(); err != nil {
 		return err
 	}
-	var direct []string
+	var direct []Loaded
 	if len(accepts) > 0 {
 		if direct, err = e.acceptBatch(ctx, tx, accepts); err != nil {
 			return err
@@ -211,7 +211,12 @@ func (w *writer[TTx]) run(batch []*request[TTx]) (err error) {
 	}
 	w.commits.Add(1)
 	if len(direct) > 0 {
-		e.direct.add(direct)
+		e.fresh.put(direct)
+		ids := make([]string, len(direct))
+		for i := range direct {
+			ids[i] = direct[i].Delivery.ID
+		}
+		e.direct.add(ids)
 	}
 	return nil
 }
