@@ -68,25 +68,9 @@ func (r *passResult) total() targetStats {
 	return t
 }
 
-// newClient is one HTTP client for the whole pass: keep-alive connections,
-// one per worker, so the client never pays a TCP handshake per request and
-// never becomes the bottleneck it is trying to measure.
-func newClient(concurrency, targets int) *http.Client {
-	tr := &http.Transport{
-		Proxy:               nil, // loopback only; never via a proxy from the environment
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        concurrency * targets,
-		MaxIdleConnsPerHost: concurrency,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-		ForceAttemptHTTP2:   false,
-	}
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
-}
-
 // run sends the load and returns what came back. Bodies and ids embed the
 // seq, so every request is a new event.
-func (s shape) run(ctx context.Context, client *http.Client) (*passResult, error) {
+func (s shape) run(ctx context.Context) (*passResult, error) {
 	if len(s.targets) == 0 {
 		return nil, errors.New("no target")
 	}
@@ -140,11 +124,15 @@ func (s shape) run(ctx context.Context, client *http.Client) (*passResult, error
 	}
 
 	for i := range workers {
-		w := newWorker(s, client, i)
+		w, err := newWorker(s, i)
+		if err != nil {
+			return nil, err
+		}
 		workers[i] = w
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer w.close()
 			for ctx.Err() == nil {
 				var from time.Time
 				if slots != nil {
@@ -176,10 +164,11 @@ func (s shape) run(ctx context.Context, client *http.Client) (*passResult, error
 }
 
 // worker sends one request at a time and keeps its own stats, merged after
-// the pass, so workers share nothing but the client.
+// the pass, so workers share nothing: each has its own connection to each
+// target.
 type worker struct {
 	s      shape
-	client *http.Client
+	conns  []*postConn // by target
 	rr     int
 	stats  []targetStats
 	acked  []int64
@@ -188,13 +177,26 @@ type worker struct {
 	filler string
 }
 
-func newWorker(s shape, client *http.Client, i int) *worker {
-	w := &worker{s: s, client: client, rr: i % len(s.targets), stats: make([]targetStats, len(s.targets)), reply: make([]byte, 512)}
+func newWorker(s shape, i int) (*worker, error) {
+	w := &worker{s: s, rr: i % len(s.targets), stats: make([]targetStats, len(s.targets)), reply: make([]byte, 512)}
 	for j := range w.stats {
 		w.stats[j].errors = map[string]int64{}
 	}
+	for _, t := range s.targets {
+		c, err := newPostConn(t)
+		if err != nil {
+			return nil, err
+		}
+		w.conns = append(w.conns, c)
+	}
 	w.filler = strings.Repeat("x", max(s.bodySize, 0))
-	return w
+	return w, nil
+}
+
+func (w *worker) close() {
+	for _, c := range w.conns {
+		c.close()
+	}
 }
 
 // buildBody writes the webhook into the worker's buffer:
@@ -236,27 +238,22 @@ func (w *worker) send(ctx context.Context, seq int64, slot time.Time) {
 		return
 	}
 	h.Set("Content-Type", "application/json")
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.s.targets[ti], bytes.NewReader(body))
+	conn := w.conns[ti]
+	resp, err := conn.post(ctx, h, body)
 	if err != nil {
-		st.errors["request"]++
-		return
-	}
-	req.Header = h
-	resp, err := w.client.Do(req)
-	if err != nil {
-		// The transport may still hold the body: never reuse it after a failure.
-		w.body = nil
-		st.errors[transportClass(err)]++
+		st.errors[transportClass(ctx, err)]++
 		return
 	}
 	n, _ := io.ReadFull(resp.Body, w.reply)
-	_, _ = io.Copy(io.Discard, resp.Body) // drain so the connection is reused
+	_, err = io.Copy(io.Discard, resp.Body) // read to the end so the connection is reused
 	resp.Body.Close()
+	if err != nil {
+		conn.close()
+	} else {
+		conn.done(resp)
+	}
 	lat := time.Since(slot)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		// An early answer (413, 401) can come back before the body was fully
-		// written; give the next request a fresh buffer.
-		w.body = nil
 		st.errors[strconv.Itoa(resp.StatusCode)]++
 		return
 	}
@@ -271,10 +268,10 @@ func (w *worker) send(ctx context.Context, seq int64, slot time.Time) {
 	w.acked = append(w.acked, seq)
 }
 
-func transportClass(err error) string {
+func transportClass(ctx context.Context, err error) string {
 	var op *net.OpError
 	switch {
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled), ctx.Err() != nil:
 		return "canceled"
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return "timeout"

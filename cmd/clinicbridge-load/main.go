@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -63,6 +64,7 @@ type options struct {
 	keep        bool
 	logLevel    string
 	settle      time.Duration
+	cpuProfile  string
 }
 
 func main() {
@@ -91,6 +93,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o == nil {
 		return nil // -h
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	progress := stderr
 	if o.jsonOut {
@@ -165,6 +178,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep each run's temp dir (config, database, agent log) and print where")
 	fs.StringVar(&o.logLevel, "agent-log-level", "info", "log level of the started agent (info logs one line per delivery, as in production)")
 	fs.DurationVar(&o.settle, "settle", time.Second, "wait after the agent is ready before reading idle RSS")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the load tool's own CPU profile here (what it takes from the agent on a shared machine)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, nil
@@ -438,10 +452,8 @@ func (o *options) runAgents(ctx context.Context, n int, bin string, progress io.
 		cpu0[i], _ = p.CPU()
 	}
 	tool0 := selfCPU()
-	client := newClient(o.concurrency, len(targets))
-	defer client.CloseIdleConnections()
 	recv0 := sink.Received()
-	pass, err := sh.run(ctx, client)
+	pass, err := sh.run(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -494,13 +506,11 @@ func (o *options) runTargets(ctx context.Context, n int, sink *agentproc.Sink, p
 	fmt.Fprintf(progress, "run %d: loading %d target(s)...\n", n, len(o.targets))
 	res.LoadAvg = loadAvg()
 	tool0 := selfCPU()
-	client := newClient(o.concurrency, len(o.targets))
-	defer client.CloseIdleConnections()
 	var recv0 int64
 	if sink != nil {
 		recv0 = sink.Received()
 	}
-	pass, err := sh.run(ctx, client)
+	pass, err := sh.run(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -532,9 +542,7 @@ func (o *options) measureCeiling(ctx context.Context, n int, progress io.Writer)
 	if !strings.HasPrefix(sh.secret, "whsec_") {
 		sh.secret = webhook.GenerateSecret()
 	}
-	client := newClient(o.concurrency, 1)
-	defer client.CloseIdleConnections()
-	pass, err := sh.run(ctx, client)
+	pass, err := sh.run(ctx)
 	if err != nil {
 		return nil, err
 	}

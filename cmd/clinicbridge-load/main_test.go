@@ -1,9 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -39,7 +46,8 @@ func TestOnlyLoopbackTargets(t *testing.T) {
 
 func TestBodyIsValidJSONOfTheRequestedSize(t *testing.T) {
 	t.Parallel()
-	w := newWorker(shape{targets: []string{"x"}, bodySize: 1024, marker: `M"1`}, nil, 0)
+	w, err := newWorker(shape{targets: []string{"http://127.0.0.1:1/hooks/inbox"}, bodySize: 1024, marker: `M"1`}, 0)
+	require.NoError(t, err)
 	b := w.buildBody(123456, 1795857240818021886)
 	require.InDelta(t, 1024, len(b), 2)
 	var v struct {
@@ -55,7 +63,8 @@ func TestBodyIsValidJSONOfTheRequestedSize(t *testing.T) {
 	require.Equal(t, int64(123456), v.Data.Seq)
 	require.Equal(t, int64(1795857240818021886), v.Data.SentNs)
 
-	small := newWorker(shape{targets: []string{"x"}, bodySize: 0, marker: "m"}, nil, 0)
+	small, err := newWorker(shape{targets: []string{"http://127.0.0.1:1/hooks/inbox"}, bodySize: 0, marker: "m"}, 0)
+	require.NoError(t, err)
 	require.True(t, json.Valid(small.buildBody(1, 2)), "no room for filler still yields JSON")
 }
 
@@ -70,4 +79,59 @@ func TestPercentileAndMedian(t *testing.T) {
 	require.Equal(t, 0.0, percentileMs(nil, 99))
 	require.Equal(t, 2.0, median([]float64{3, 1, 2}))
 	require.Equal(t, 2.5, median([]float64{4, 1, 2, 3}))
+}
+
+// The tool's own client speaks plain HTTP/1.1 to net/http's server: the
+// request arrives whole, connections are reused, a "Connection: close" or
+// a chunked answer is handled, and a cancelled run does not wait.
+func TestPostConnSpeaksHTTP(t *testing.T) {
+	t.Parallel()
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		switch r.Header.Get("X-Case") {
+		case "close":
+			w.Header().Set("Connection", "close")
+		case "chunked":
+			w.(http.Flusher).Flush() // no Content-Length: chunked
+		case "slow":
+			time.Sleep(2 * time.Second)
+		}
+		fmt.Fprintf(w, "%s %s %s %s", r.Method, r.URL.Path, r.Header.Get("Content-Type"), b)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+
+	p, err := newPostConn(srv.URL + "/hooks/inbox")
+	require.NoError(t, err)
+	defer p.close()
+	post := func(ctx context.Context, c string) (string, error) {
+		resp, err := p.post(ctx, http.Header{"Content-Type": {"application/json"}, "X-Case": {c}}, []byte(`{"n":1}`))
+		if err != nil {
+			return "", err
+		}
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		p.done(resp)
+		return string(b), nil
+	}
+	for _, c := range []string{"", "", "chunked", "close", ""} {
+		got, err := post(context.Background(), c)
+		require.NoError(t, err)
+		require.Equal(t, `POST /hooks/inbox application/json {"n":1}`, got, c)
+	}
+	require.EqualValues(t, 2, conns.Load(), "one connection until the server closed it")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = post(ctx, "slow")
+	require.Error(t, err)
+	require.Less(t, time.Since(start), time.Second)
+	require.Equal(t, "canceled", transportClass(ctx, err))
 }
