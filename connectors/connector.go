@@ -34,7 +34,9 @@ type Event struct {
 }
 
 // Request is an inbound webhook as the server received it. Body is the raw
-// bytes: signatures are verified over them before anything is parsed.
+// bytes: signatures are verified over them before anything is parsed. Body is
+// the request's own (the server reads each body into a new buffer), so a
+// source may keep it, as an event's Payload, without copying.
 type Request struct {
 	Method string
 	// URL is the URL the sender used, rebuilt from server.public_url when set

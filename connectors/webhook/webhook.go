@@ -4,7 +4,6 @@
 package webhook
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -207,7 +206,7 @@ func (s *Source) Parse(r *connectors.Request) (connectors.Inbound, error) {
 	} else if connectors.UnmarshalJSON(r.Body, &top) != nil {
 		return connectors.Inbound{}, malformed("body is not a JSON object")
 	}
-	ev := connectors.Event{Payload: json.RawMessage(bytes.Clone(r.Body))}
+	ev := connectors.Event{Payload: json.RawMessage(r.Body)}
 	var err error
 
 	switch {

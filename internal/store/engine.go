@@ -43,6 +43,12 @@ type engine[TTx any] struct {
 	unavailable func(error) bool
 
 	writer *writer[TTx]
+	// writeTimeout bounds a group commit over the network (Postgres). Zero
+	// on SQLite: its writes are local and a lock wait ends at busy_timeout,
+	// and a context that can end costs its driver a watcher goroutine per
+	// statement (modernc's interruptOnDone), on the goroutine every write
+	// waits for.
+	writeTimeout time.Duration
 	// direct, when set (SQLite), runs first attempts from the ledger
 	// instead of batch jobs.
 	direct *dispatcher

@@ -51,6 +51,7 @@ func (f *freshRows) take(ids []string) (held []Loaded, rest []string) {
 	if len(f.rows) == 0 {
 		return nil, ids
 	}
+	held = make([]Loaded, 0, len(ids))
 	for _, id := range ids {
 		l, ok := f.rows[id]
 		if !ok {

@@ -343,13 +343,14 @@ func openPostgres(ctx context.Context, p Params) (Store, error) {
 		return nil, err
 	}
 	e := &engine[pgx.Tx]{
-		keys:     keys,
-		client:   client,
-		begin:    func(ctx context.Context) (pgx.Tx, error) { return pool.Begin(ctx) },
-		commit:   func(ctx context.Context, tx pgx.Tx) error { return tx.Commit(ctx) },
-		rollback: func(ctx context.Context, tx pgx.Tx) { _ = tx.Rollback(ctx) },
-		inTx:     func(tx pgx.Tx) querier { return pgxQuerier{tx} },
-		read:     pgxQuerier{pool},
+		keys:         keys,
+		client:       client,
+		begin:        func(ctx context.Context) (pgx.Tx, error) { return pool.Begin(ctx) },
+		writeTimeout: 30 * time.Second,
+		commit:       func(ctx context.Context, tx pgx.Tx) error { return tx.Commit(ctx) },
+		rollback:     func(ctx context.Context, tx pgx.Tx) { _ = tx.Rollback(ctx) },
+		inTx:         func(tx pgx.Tx) querier { return pgxQuerier{tx} },
+		read:         pgxQuerier{pool},
 		close: func() error {
 			if agentLock != nil {
 				agentLock.Close(context.Background())

@@ -153,9 +153,13 @@ func (w *writer[TTx]) commit(batch []*request[TTx]) {
 func (w *writer[TTx]) run(batch []*request[TTx]) (err error) {
 	// The batch outlives any one caller: a caller that gives up mid-commit
 	// must not roll back the others' work.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	e := w.e
+	ctx := context.Background()
+	if e.writeTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.writeTimeout)
+		defer cancel()
+	}
 	tx, err := e.begin(ctx)
 	if err != nil {
 		return err
