@@ -182,7 +182,10 @@ func (s *Sink) Do(ctx context.Context, d connectors.Delivery) (connectors.Receip
 // JSON does not undo the success.
 func receipt(resp *stdhttp.Response) connectors.Receipt {
 	rc := connectors.Receipt{Status: strconv.Itoa(resp.StatusCode)}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	var b []byte
+	if resp.ContentLength != 0 { // most answers to a delivery are empty: skip ReadAll's buffer
+		b, _ = io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	}
 	if len(b) > 0 {
 		var body struct {
 			ID any `json:"id"`
