@@ -49,6 +49,10 @@ type engine[TTx any] struct {
 	// statement (modernc's interruptOnDone), on the goroutine every write
 	// waits for.
 	writeTimeout time.Duration
+	// catchUpLog, on SQLite, copies what is left of the write-ahead log into
+	// the database on the write connection, between two commits (see
+	// checkpointer).
+	catchUpLog func()
 	// direct, when set (SQLite), runs first attempts from the ledger
 	// instead of batch jobs.
 	direct *dispatcher

@@ -19,3 +19,11 @@ func HeldRows(s Store) int {
 	defer e.fresh.mu.Unlock()
 	return len(e.fresh.rows)
 }
+
+// SetRestartFrames sets the log length past which the committer lets the
+// log start over, for every store in the process; it returns the old value.
+func SetRestartFrames(n int) int {
+	old := restartFrames
+	restartFrames = n
+	return old
+}

@@ -218,7 +218,14 @@ func openSQLite(ctx context.Context, p Params) (Store, error) {
 		},
 	}
 	e.writer = newWriter(e, p.Linger)
-	if ckpt, err = startCheckpointer(p.Path, e.writer.commits.Load, p.logger()); err != nil {
+	e.catchUpLog = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := db.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+			p.logger().Warn("could not checkpoint the SQLite log on the write connection", "error", err)
+		}
+	}
+	if ckpt, err = startCheckpointer(p.Path, e.writer.commits.Load, func() { e.writer.catchUp.Store(true) }, p.logger()); err != nil {
 		return nil, closeAll(err, db, rdb, lock)
 	}
 	if p.Deliver != nil {

@@ -22,6 +22,8 @@ type writer[TTx any] struct {
 	stopOnce sync.Once
 	// commits counts committed transactions (the checkpointer's cue).
 	commits atomic.Uint64
+	// catchUp, set by the checkpointer, asks for catchUpLog between commits.
+	catchUp atomic.Bool
 }
 
 type request[TTx any] struct {
@@ -106,6 +108,9 @@ func (w *writer[TTx]) loop() {
 			}
 		}
 		w.commit(batch)
+		if w.catchUp.Swap(false) && w.e.catchUpLog != nil {
+			w.e.catchUpLog()
+		}
 	}
 }
 
