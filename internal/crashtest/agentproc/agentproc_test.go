@@ -1,6 +1,8 @@
 package agentproc
 
 import (
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -51,4 +53,33 @@ func TestConfigQuotesValues(t *testing.T) {
 	require.Contains(t, y, `webhook_secret: "whsec_abc+/="`)
 	require.Contains(t, y, `{driver: postgres, url: "postgres://u@127.0.0.1/db?sslmode=disable"}`)
 	require.Contains(t, y, `listen: "127.0.0.1:0"`)
+}
+
+// A fast sink speaks keep-alive HTTP/1.1 to net/http's client: each request
+// is answered 200 and counted, one connection serves them all until the
+// client asks to close it, and Close ends what is open.
+func TestFastSinkAnswersOnOneConnection(t *testing.T) {
+	t.Parallel()
+	s, err := StartSink(SinkOptions{Fast: true})
+	require.NoError(t, err)
+	post := func(closeConn bool) {
+		req, err := http.NewRequest(http.MethodPost, s.URL, strings.NewReader(`{"marker":"m","seq":1,"sent_ns":2}`))
+		require.NoError(t, err)
+		req.Close = closeConn
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+	}
+	for range 3 {
+		post(false)
+	}
+	post(true)
+	post(false)
+	require.EqualValues(t, 5, s.Received())
+	require.EqualValues(t, 2, s.Conns(), "one connection until the client closed it")
+	require.NoError(t, s.Close())
+	_, err = http.Post(s.URL, "application/json", strings.NewReader("{}"))
+	require.Error(t, err, "closed")
 }
