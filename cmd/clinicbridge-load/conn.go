@@ -21,11 +21,11 @@ import (
 // read with net/http's own parser (http.ReadResponse), with nothing in
 // between. What the agent sees on the wire is the same.
 type postConn struct {
-	addr, host, path string
-	conn             net.Conn
-	br               *bufio.Reader
-	buf              []byte
-	stop             func() bool // unregisters this request's cancel hook
+	host, path string // host is also the address dialled
+	conn       net.Conn
+	br         *bufio.Reader
+	buf        []byte
+	stop       func() bool // unregisters this request's cancel hook
 }
 
 // requestTimeout bounds one request, as the http.Client timeout did.
@@ -39,7 +39,7 @@ func newPostConn(target string) (*postConn, error) {
 	if u.Scheme != "http" {
 		return nil, fmt.Errorf("%s: only http:// targets", target)
 	}
-	return &postConn{addr: u.Host, host: u.Host, path: u.RequestURI()}, nil
+	return &postConn{host: u.Host, path: u.RequestURI()}, nil
 }
 
 // post sends body with the given headers and returns the answer with its
@@ -48,7 +48,7 @@ func newPostConn(target string) (*postConn, error) {
 func (p *postConn) post(ctx context.Context, h http.Header, body []byte) (*http.Response, error) {
 	if p.conn == nil {
 		d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-		c, err := d.DialContext(ctx, "tcp", p.addr)
+		c, err := d.DialContext(ctx, "tcp", p.host)
 		if err != nil {
 			return nil, err
 		}

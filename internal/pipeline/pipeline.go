@@ -101,8 +101,8 @@ func (p *Pipeline) config() *routeSet { return p.routes.Load() }
 // batchParallel bounds the attempts of one batch run at once.
 const batchParallel = 32
 
-// Deliver is the store's store.Deliver: it reads the deliveries with their
-// events in one query and attempts each. Every decision (done, retry at,
+// Deliver is the store's store.Deliver: it loads the deliveries with their
+// events (store.Load) and attempts each. Every decision (done, retry at,
 // wait until) is written to the ledger with the attempt's outcome, so a job
 // always completes; it returns an error, and the store runs the attempts
 // again, only when the store could not be read or written. A delivery that

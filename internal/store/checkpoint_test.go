@@ -21,20 +21,13 @@ func TestSQLiteLogIsCheckpointedInTheBackground(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cb.db")
 	s := openSQLite(t, path, nil)
 	defer s.Close()
-	size := func(p string) int64 {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return 0
-		}
-		return fi.Size()
-	}
-	before := size(path)
+	before := fileSize(path)
 	for i := range 20 {
 		acceptN(t, s, fmt.Sprintf("b%d-", i), 100)
 	}
-	require.Greater(t, size(path+"-wal"), int64(1<<20), "the writes are in the log")
+	require.Greater(t, fileSize(path+"-wal"), int64(1<<20), "the writes are in the log")
 	// Nothing checkpointed, the file would hold only its header page.
-	require.Eventually(t, func() bool { return size(path) > before+256<<10 }, 10*time.Second, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return fileSize(path) > before+256<<10 }, 10*time.Second, 50*time.Millisecond,
 		"the log reaches the database file while the store is open")
 }
 
@@ -48,13 +41,6 @@ func TestSQLiteLogStartsOverUnderSteadyWrites(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cb.db")
 	s := openSQLite(t, path, nil)
 	defer s.Close()
-	size := func(p string) int64 {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return 0
-		}
-		return fi.Size()
-	}
 	// Four writers back to back for three seconds: a dozen checkpoints,
 	// never a moment without a commit in flight. The log file keeps its
 	// largest size when SQLite starts it over, so what shows the restart is
@@ -71,9 +57,18 @@ func TestSQLiteLogStartsOverUnderSteadyWrites(t *testing.T) {
 		}()
 	}
 	time.Sleep(1500 * time.Millisecond)
-	mid := size(path + "-wal")
+	mid := fileSize(path + "-wal")
 	wg.Wait()
-	grew := size(path+"-wal") - mid
-	require.Greater(t, size(path), int64(1<<20), "the writes reached the database file")
+	grew := fileSize(path+"-wal") - mid
+	require.Greater(t, fileSize(path), int64(1<<20), "the writes reached the database file")
 	require.Less(t, grew, int64(4<<20), "the log started over instead of growing with the load (%d bytes at 1.5 s)", mid)
+}
+
+// fileSize is the size of the file at p, 0 if it is not there.
+func fileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }

@@ -264,7 +264,8 @@ func (e *engine[TTx]) acceptBatch(ctx context.Context, tx TTx, reqs []*request[T
 // freshRow is a new first attempt's row and event as Load reads them back:
 // times at the ledger's microsecond precision, no job, nothing attempted.
 func freshRow(ev *connectors.Event, d *NewDelivery, now time.Time) Loaded {
-	at, runAt := fromUsec(usec(now)), fromUsec(usec(now))
+	at := fromUsec(usec(now))
+	runAt := at
 	if !d.RunAt.IsZero() {
 		runAt = fromUsec(usec(d.RunAt))
 	}
