@@ -10,12 +10,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -114,7 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(o.targets) > 0 && o.sinkListen != "" {
 		// One sink for all runs: the operator's config points at a fixed
 		// address. Each run's marker keeps its deliveries apart.
-		if sink, err = agentproc.StartSink(agentproc.SinkOptions{Addr: o.sinkListen, Fast: o.phase == "ingest"}); err != nil {
+		if sink, err = agentproc.StartSink(agentproc.SinkOptions{Addr: o.sinkListen, Fast: o.phase != "all"}); err != nil {
 			return fmt.Errorf("--sink-listen: %w", err)
 		}
 		defer sink.Close()
@@ -170,7 +172,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long to send")
 	fs.Int64Var(&o.count, "count", 0, "send exactly this many webhooks instead of for --duration")
 	fs.StringVar(&bodySize, "body-size", "1KB", "approximate webhook body size (B, KB=KiB, MB=MiB)")
-	fs.StringVar(&o.phase, "phase", "all", "all: ingest and end-to-end together; ingest: the sink answers 200 at once and only ingest is reported")
+	fs.StringVar(&o.phase, "phase", "all", "all: ingest and end-to-end together; ingest: the sink answers 200 at once and only ingest is reported, with deliveries running beside it; accept: the started agent's route has `when: \"false\"`, so each event and its ledger row (skipped) are stored durably and nothing is sent: the accept path alone")
 	fs.DurationVar(&o.drain, "drain", 60*time.Second, "after sending, how long to wait for every accepted event to reach the sink")
 	fs.IntVar(&o.repeat, "repeat", 1, "runs, each with a fresh agent and store; the table adds the median")
 	fs.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
@@ -220,7 +222,7 @@ func (o *options) validate() error {
 	check(o.count >= 0 && o.count <= maxCount, "--count: 0..%d", maxCount)
 	check(o.count > 0 || o.duration > 0 && o.duration <= maxDuration, "--duration: up to %s (or use --count)", maxDuration)
 	check(o.bodySize >= 0 && o.bodySize <= maxBody, "--body-size: at most 1MiB (the agent's max_body)")
-	check(o.phase == "all" || o.phase == "ingest", "--phase: all or ingest")
+	check(o.phase == "all" || o.phase == "ingest" || o.phase == "accept", "--phase: all, ingest or accept")
 	check(o.drain >= 0 && o.drain <= maxDuration, "--drain: up to %s", maxDuration)
 	check(o.repeat >= 1 && o.repeat <= maxRepeat, "--repeat: 1..%d", maxRepeat)
 	check(o.agents >= 1 && o.agents <= maxAgents, "--agents: 1..%d", maxAgents)
@@ -228,6 +230,7 @@ func (o *options) validate() error {
 	check(o.agents == 1 || o.store == "postgres", "--agents > 1 needs --store postgres (agents share one database)")
 	if len(o.targets) > 0 {
 		check(o.agentBin == "", "--agent and --target exclude each other")
+		check(o.phase != "accept", "--phase accept configures the agents it starts; against --target, give the route `when: \"false\"` and use --phase ingest without --sink-listen")
 		check(strings.HasPrefix(o.secret, "whsec_"), "--target needs --secret whsec_... (the source's webhook_secret)")
 		if o.sinkListen != "" {
 			check(loopbackHostPort(o.sinkListen), "--sink-listen must be a loopback address")
@@ -342,7 +345,7 @@ func (o *options) runAgents(ctx context.Context, n int, bin string, progress io.
 			os.RemoveAll(dir)
 		}
 	}()
-	sink, err := agentproc.StartSink(agentproc.SinkOptions{Fast: o.phase == "ingest"})
+	sink, err := agentproc.StartSink(agentproc.SinkOptions{Fast: o.phase != "all"})
 	if err != nil {
 		return nil, err
 	}
@@ -382,6 +385,9 @@ func (o *options) runAgents(ctx context.Context, n int, bin string, progress io.
 			return nil, err
 		}
 		cfg := agentproc.Config{Store: o.store, Secret: secret, SinkURL: sink.URL, LogLevel: o.logLevel}
+		if o.phase == "accept" {
+			cfg.When = "false"
+		}
 		if db != nil {
 			cfg.PostgresURL = db.URL
 		}
@@ -459,10 +465,19 @@ func (o *options) runAgents(ctx context.Context, n int, bin string, progress io.
 	}
 	res.ToolCPUSeconds = (selfCPU() - tool0).Seconds()
 	o.fill(res, pass, targets)
-	if o.phase == "all" {
+	switch o.phase {
+	case "all":
 		res.E2E = o.drainSink(ctx, sink, sh.marker, pass, progress, n)
-	} else {
+	case "ingest":
 		res.Backlog = o.waitBacklog(ctx, sink, recv0, res, progress, n)
+	case "accept":
+		// Agents on Postgres share one ledger: any of them counts it.
+		if res.LedgerRows, err = ledgerRows(ctx, procs[0].AdminAddr, "skipped"); err != nil {
+			return nil, fmt.Errorf("counting the ledger: %w", err)
+		}
+		if res.LedgerRows < res.Accepted {
+			return nil, fmt.Errorf("the ledger holds %d skipped rows for %d accepted events: accepted events were lost", res.LedgerRows, res.Accepted)
+		}
 	}
 	for i, p := range procs {
 		// Through the drain: delivering is part of what each event costs.
@@ -692,4 +707,34 @@ func sampleRSS(p *agentproc.Proc) *rssSampler {
 func (s *rssSampler) stop() int64 {
 	close(s.done)
 	return <-s.peak
+}
+
+// ledgerRows reads the agent's count of ledger rows in state from its
+// metrics, as an operator's scraper would: the clinicbridge_deliveries gauge
+// counts the ledger itself.
+func ledgerRows(ctx context.Context, adminAddr, state string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+adminAddr+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	prefix := `clinicbridge_deliveries{state="` + state + `"} `
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return int64(f), err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("GET /metrics: no %s line", strings.TrimSpace(prefix))
 }

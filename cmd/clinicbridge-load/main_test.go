@@ -44,6 +44,19 @@ func TestOnlyLoopbackTargets(t *testing.T) {
 	require.Error(t, err, "runs are bounded in time")
 }
 
+func TestPhases(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"all", "ingest", "accept"} {
+		_, err := parseFlags([]string{"--phase", ok}, io.Discard)
+		require.NoError(t, err, ok)
+	}
+	_, err := parseFlags([]string{"--phase", "deliver"}, io.Discard)
+	require.Error(t, err)
+	// accept writes the started agent's route; a target's config is its own.
+	_, err = parseFlags([]string{"--phase", "accept", "--target", "http://127.0.0.1:8080", "--secret", "whsec_abc"}, io.Discard)
+	require.ErrorContains(t, err, "--phase accept")
+}
+
 func TestBodyIsValidJSONOfTheRequestedSize(t *testing.T) {
 	t.Parallel()
 	w, err := newWorker(shape{targets: []string{"http://127.0.0.1:1/hooks/inbox"}, bodySize: 1024, marker: `M"1`}, 0)

@@ -28,7 +28,8 @@ type runResult struct {
 	LateSends      int64            `json:"late_sends,omitempty"`
 	Targets        []targetResult   `json:"targets"`
 	E2E            *e2eResult       `json:"e2e,omitempty"`
-	Backlog        *backlogResult   `json:"backlog,omitempty"` // ingest phase
+	Backlog        *backlogResult   `json:"backlog,omitempty"`     // ingest phase
+	LedgerRows     int64            `json:"ledger_rows,omitempty"` // accept phase: skipped rows stored
 	Ceiling        *ceilingResult   `json:"ceiling,omitempty"`
 	Agents         []agentResult    `json:"agents,omitempty"`
 	// AgentCPUSeconds is the agents' CPU time from the first send to the end
@@ -160,6 +161,9 @@ var metrics = []metric{
 	}},
 	{"backlog_undelivered", "undelivered after --drain", 0, func(r *runResult) (float64, bool) {
 		return of(r.Backlog, func(b *backlogResult) float64 { return float64(b.Undelivered) })
+	}},
+	{"ledger_rows", "ledger rows stored (skipped)", 0, func(r *runResult) (float64, bool) {
+		return float64(r.LedgerRows), r.LedgerRows > 0
 	}},
 	{"e2e_p50_ms", "end-to-end p50 (ms)", 1, func(r *runResult) (float64, bool) {
 		return of(r.E2E, func(e *e2eResult) float64 { return e.P50Ms })

@@ -57,6 +57,10 @@ type Config struct {
 	Secret string
 	// SinkURL is where the http sink POSTs each mapped document.
 	SinkURL string
+	// When is the route's `when` expression (empty: every event is
+	// delivered). "false" keeps the accept path alone: each event and its
+	// ledger row are written, the row as skipped, and nothing is sent.
+	When string
 	// LogLevel defaults to info. Above info the running line is not logged,
 	// so Listen must then be a fixed port.
 	LogLevel string
@@ -71,6 +75,10 @@ func (c Config) YAML() []byte {
 			return def
 		}
 		return s
+	}
+	var when string
+	if c.When != "" {
+		when = "    when: " + q(c.When) + "\n"
 	}
 	var store string
 	switch c.Store {
@@ -93,7 +101,7 @@ routes:
     map: {fields: {marker: {from: payload.data.marker}, seq: {from: payload.data.seq}, sent_ns: {from: payload.data.sent_ns}}}
     to: sink
     retry: {max_attempts: 20, backoff: [100ms, 500ms, 1s]}
-`, q(or(c.Listen, "127.0.0.1:0")), q(or(c.Admin, "127.0.0.1:0")), store, or(c.LogLevel, "info"), q(c.Secret), q(c.SinkURL))
+%s`, q(or(c.Listen, "127.0.0.1:0")), q(or(c.Admin, "127.0.0.1:0")), store, or(c.LogLevel, "info"), q(c.Secret), q(c.SinkURL), when)
 }
 
 // WriteConfig writes dir/clinicbridge.yaml and returns its path.

@@ -3,9 +3,12 @@ package agentproc
 import (
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/clinicbridge/clinicbridge/config"
+	"github.com/clinicbridge/clinicbridge/connectors/all"
 	"github.com/stretchr/testify/require"
 )
 
@@ -53,6 +56,19 @@ func TestConfigQuotesValues(t *testing.T) {
 	require.Contains(t, y, `webhook_secret: "whsec_abc+/="`)
 	require.Contains(t, y, `{driver: postgres, url: "postgres://u@127.0.0.1/db?sslmode=disable"}`)
 	require.Contains(t, y, `listen: "127.0.0.1:0"`)
+}
+
+// The configs the load tool and the crash test write are ones the agent
+// loads: with every event delivered, and with the accept path alone.
+func TestConfigLoads(t *testing.T) {
+	t.Parallel()
+	for _, when := range []string{"", "false"} {
+		c := Config{Secret: "whsec_dGVzdC1zZWNyZXQtZm9yLWNsaW5pY2JyaWRnZS10ZXN0cw==", SinkURL: "http://127.0.0.1:1/deliver", When: when}
+		cfg, err := config.Parse(filepath.Join(t.TempDir(), "clinicbridge.yaml"), c.YAML(), all.Registry(), config.Options{})
+		require.NoError(t, err, "when %q", when)
+		require.Len(t, cfg.Routes, 1)
+		require.Equal(t, when, cfg.Routes[0].When)
+	}
 }
 
 // A fast sink speaks keep-alive HTTP/1.1 to net/http's client: each request
