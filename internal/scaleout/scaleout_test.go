@@ -109,8 +109,45 @@ connectors:
 	return path
 }
 
+// agentLogs keeps what every agent a test started logged, for the lines a
+// failure needs explained.
+type agentLogs struct {
+	mu   sync.Mutex
+	bufs []*testutil.Buffer
+}
+
+func (l *agentLogs) next() *testutil.Buffer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := &testutil.Buffer{}
+	l.bufs = append(l.bufs, b)
+	return b
+}
+
+// lines logs every agent's lines that contain s (an event id: lines carry
+// ids and states, never payload values).
+func (l *agentLogs) lines(t *testing.T, s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, b := range l.bufs {
+		for line := range strings.SplitSeq(b.String(), "\n") {
+			if strings.Contains(line, s) {
+				t.Logf("agent log %d: %s", i, line)
+			}
+		}
+	}
+}
+
 func start(t *testing.T, path string) *agentproc.Proc {
-	p, err := agentproc.Start(context.Background(), binary(t), path, agentproc.Options{})
+	return startLogged(t, path, nil)
+}
+
+func startLogged(t *testing.T, path string, logs *agentLogs) *agentproc.Proc {
+	var opts agentproc.Options
+	if logs != nil {
+		opts.Stderr = logs.next()
+	}
+	p, err := agentproc.Start(context.Background(), binary(t), path, opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Stop(10 * time.Second) })
 	return p
@@ -158,11 +195,12 @@ func TestKillOneOfThreeAgents(t *testing.T) {
 	t.Parallel()
 	dbURL := database(t)
 	sk, sinkURL := newSink(t)
+	var logs agentLogs
 	var agents [3]*agentproc.Proc
 	var paths [3]string
 	for i := range agents {
 		paths[i] = agentConfig(t, t.TempDir(), i, dbURL, fmt.Sprintf(routes, sinkURL))
-		agents[i] = start(t, paths[i])
+		agents[i] = startLogged(t, paths[i], &logs)
 	}
 	var addrs [3]atomic.Value
 	for i, a := range agents {
@@ -203,7 +241,7 @@ func TestKillOneOfThreeAgents(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	agents[1].Kill()
 	time.Sleep(time.Second)
-	restarted, err := agentproc.Start(context.Background(), binary(t), paths[1], agentproc.Options{})
+	restarted, err := agentproc.Start(context.Background(), binary(t), paths[1], agentproc.Options{Stderr: logs.next()})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = restarted.Stop(10 * time.Second) })
 	addrs[1].Store(restarted.HooksAddr)
@@ -234,14 +272,18 @@ func TestKillOneOfThreeAgents(t *testing.T) {
 		"reminders never fired: %v", missing("reminder"))
 	time.Sleep(time.Second)
 	dups := 0
+	adm := server.NewClient(agents[0].AdminAddr, "")
 	for _, id := range ids {
-		require.Equal(t, 1, sk.count("reminder", id), "reminder for %s fired %d times", id, sk.count("reminder", id))
+		if n := sk.count("reminder", id); n != 1 {
+			logJobs(t, adm, dbURL, id)
+			logs.lines(t, `"evt_`+id+`"`)
+			t.Fatalf("reminder for %s fired %d times", id, n)
+		}
 		if sk.count("now", id) > 1 {
 			dups++
 		}
 	}
 	// Each event is stored once: the ledger has exactly one delivery per route.
-	adm := server.NewClient(agents[0].AdminAddr, "")
 	var out struct{ Deliveries []store.Delivery }
 	require.NoError(t, adm.Do(context.Background(), "GET", "/api/deliveries", map[string][]string{"route": {"now"}, "limit": {"10000"}}, nil, &out))
 	rows := map[string]int{}
